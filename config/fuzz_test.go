@@ -1,0 +1,87 @@
+package config
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// FuzzConfig feeds arbitrary file contents to LoadManager: it must parse or
+// fail, never panic, and whatever loads must be usable.
+func FuzzConfig(f *testing.F) {
+	for _, seed := range []string{
+		"",
+		"listen: \":8070\"\nstore: bolt\ndata_dir: ./d\n",
+		"store: redis\nredis:\n  addr: r:6379\n  password: pw\n  db: 3\n  prefix: p\n  tls: true\n",
+		"group_timeout: 30s\nmax_group_timeout: 10m\nreap_interval: 500ms\nretry_min: 200ms\nretry_max: 10s\nretention: 24h\nping_interval: 10s\n",
+		"group_timeout: 30x\n",
+		"group_timeout: 30\n",
+		"group_timeout: 0\n",
+		"group_timeout: -1s\n",
+		"group_timeout: 20m\n",
+		"retry_min: 1h\n",
+		"retention: 1s\n",
+		"group_timout: 1s\n",
+		"redis: 5\n",
+		"redis:\n",
+		"redis: {addr: {x: 1}}\n",
+		"redis:\n  db: 99999999999999999999999\n",
+		"redis:\n  db: 1.5\n",
+		"redis:\n  prefix: \"{x}\"\n",
+		"store: redis\n",
+		"store: [redis]\n",
+		"log_level: LOUD\n",
+		"listen: 8070\n",
+		"listen: null\n",
+		"- a\n- b\n",
+		"just a string",
+		"{\"group_timeout\": \"5s\", \"redis\": {\"db\": 1}}",
+		"a: &x [*x]\n",
+		"x: &a [a, a]\ny: &b [*a, *a]\nz: [*b, *b]\n",
+		"<<: {group_timeout: 5s}\n",
+		"? [a, b]\n: c\n",
+		"1: 2\n",
+		"\"redis.addr\": a:1\nstore: redis\n",
+		"Group_Timeout: 5s\ngroup_timeout: 6s\n",
+		"retention: 2262000h\n",
+		"ping_interval: 2020-01-01\n",
+		"\xff\xfe",
+		"%YAML 1.2\n---\nlisten: \":1\"\n---\nlisten: \":2\"\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(t.TempDir(), "lcn.yaml")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		m, err := loadManager([]string{"--config", path}, nil, io.Discard)
+		if err != nil {
+			if m != nil {
+				t.Fatalf("error %v with a non-nil Manager", err)
+			}
+			return
+		}
+		c := m.Core
+		for name, d := range map[string]int64{
+			"group_timeout": int64(c.GroupTimeout), "max_group_timeout": int64(c.MaxGroupTimeout),
+			"reap_interval": int64(c.ReapInterval), "retry_min": int64(c.RetryMin), "retry_max": int64(c.RetryMax),
+			"retention": int64(c.Retention), "ping_interval": int64(c.PingInterval),
+		} {
+			if d <= 0 {
+				t.Errorf("%s = %d after a successful load", name, d)
+			}
+		}
+		if err := c.Validate(); err != nil {
+			t.Errorf("loaded config fails Validate: %v", err)
+		}
+		if m.Store == StoreRedis && m.Redis.Addr == "" {
+			t.Error("store=redis loaded without redis.addr")
+		}
+		if m.Redis.DB < 0 {
+			t.Errorf("redis.db = %d", m.Redis.DB)
+		}
+		_ = m.String()
+	})
+}

@@ -1,0 +1,117 @@
+package config
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/golcn/golcn/txmanager"
+)
+
+// Manager is everything cmd/txmanager needs.
+type Manager struct {
+	// Listen is the HTTP address (REST API, admin page, websocket at
+	// /v1/ws). Key "listen", default ":8070".
+	Listen string
+	// Store is StoreBolt (default), StoreRedis or StoreMemory. The memory
+	// store loses every group on exit: it is for tests only.
+	Store string
+	// DataDir holds the bolt file <DataDir>/txmanager.db. Key "data_dir",
+	// default "./lcn-data".
+	DataDir string
+	// Redis is used when Store is StoreRedis.
+	Redis Redis
+	// Core is the TxManager's own configuration, with defaults applied
+	// and validated. Its Logger is slog.Default(); cmd/txmanager replaces
+	// it with one built from LogLevel and LogFormat.
+	Core txmanager.Config
+	// LogLevel is "debug", "info" (default), "warn" or "error".
+	LogLevel string
+	// LogFormat is "text" (default) or "json".
+	LogFormat string
+}
+
+// Redis holds the connection settings of the Redis store (keys "redis.*").
+type Redis struct {
+	Addr     string // "redis.addr", host:port; required when Store is StoreRedis
+	Username string // "redis.username"
+	Password string // "redis.password"; secret, never printed
+	DB       int    // "redis.db", default 0
+	Prefix   string // "redis.prefix", default "lcn"
+	TLS      bool   // "redis.tls", default false
+}
+
+// LoadManager loads the TxManager's settings from, in increasing priority:
+// defaults, the YAML file named by --config or LCN_CONFIG, the LCN_*
+// variables of environ (usually os.Environ()), and the flags in args
+// (usually os.Args[1:]). On --help or -h it writes the flags to standard
+// output and returns pflag.ErrHelp.
+//
+// Every bad value is reported, as a *KeyError naming its key and source;
+// then the core settings get their defaults and are validated.
+func LoadManager(args, environ []string) (*Manager, error) {
+	return loadManager(args, environ, os.Stdout)
+}
+
+func loadManager(args, environ []string, help io.Writer) (*Manager, error) {
+	m, src, err := load("txmanager", "Usage: txmanager [flags]", managerSpecs(), args, environ, help)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case m.Store == StoreRedis && m.Redis.Addr == "":
+		return nil, &KeyError{Key: "redis.addr", Err: fmt.Errorf("required when store is redis (store from %s); set it in the file, with env %s or with flag --%s",
+			src["store"], envName("redis.addr"), flagName("redis.addr", ""))}
+	case m.Store == StoreBolt && m.DataDir == "":
+		return nil, &KeyError{Key: "data_dir", Source: src["data_dir"], Err: fmt.Errorf("must not be empty when store is bolt")}
+	}
+	m.Core = m.Core.WithDefaults()
+	if err := m.Core.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return m, nil
+}
+
+// Level returns LogLevel as a slog.Level (slog.LevelInfo if it is not one
+// of the four names).
+func (m Manager) Level() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(m.LogLevel)); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}
+
+// LogValue renders every setting, by key name, with secrets redacted.
+func (m Manager) LogValue() slog.Value {
+	return slog.GroupValue(attrs(managerSpecs(), &m)...)
+}
+
+// String renders every setting, by key name, with secrets redacted.
+func (m Manager) String() string { return format(attrs(managerSpecs(), &m)) }
+
+// GoString is String, so that %#v does not print secrets either.
+func (m Manager) GoString() string { return "config.Manager" + m.String() }
+
+func redisAttrs(r Redis) []slog.Attr {
+	m := Manager{Redis: r}
+	var as []slog.Attr
+	for _, a := range attrs(managerSpecs(), &m) {
+		if k, ok := strings.CutPrefix(a.Key, "redis."); ok {
+			a.Key = k
+			as = append(as, a)
+		}
+	}
+	return as
+}
+
+// LogValue renders the Redis settings with the password redacted.
+func (r Redis) LogValue() slog.Value { return slog.GroupValue(redisAttrs(r)...) }
+
+// String renders the Redis settings with the password redacted.
+func (r Redis) String() string { return format(redisAttrs(r)) }
+
+// GoString is String, so that %#v does not print the password either.
+func (r Redis) GoString() string { return "config.Redis" + r.String() }

@@ -1,0 +1,317 @@
+// Package wire is the golcn message codec used on the websocket between a
+// TxClient and a TxManager.
+//
+// Every frame is one JSON text message: a versioned envelope (Message) with a
+// type, an optional correlation id and the fields that type needs. Decode is
+// strict: an unknown version, type or field, a missing required field or a
+// malformed id is an error, so a peer never acts on a message it half
+// understood. Frame size is bounded by the transport's read limit before
+// Decode sees the bytes.
+//
+// Requests carry an ID > 0; the answer to a request is a message of type
+// TypeOK or TypeError with the same ID (TypeOK carries the answer's fields).
+// Pushes from the TxManager (TypeDecision) carry ID 0 and are acknowledged with
+// a TypeAck request.
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"unicode/utf8"
+
+	"github.com/golcn/golcn/internal/gid"
+)
+
+// Version is the protocol version this package speaks.
+const Version = 1
+
+// MaxFrame is the largest frame either side accepts, in bytes.
+const MaxFrame = 64 << 10
+
+// Type names a message.
+type Type string
+
+// Message types.
+const (
+	TypeHello    Type = "hello"    // client → TM: first message; Service, Instance, Token, Held
+	TypeCreate   Type = "create"   // client → TM: start a group; TimeoutMS (0: TM default)
+	TypeQuery    Type = "query"    // client → TM: Group; answered with State
+	TypeJoin     Type = "join"     // client → TM: Group, Datasource, Mode; answered with Branch
+	TypeVote     Type = "vote"     // client → TM: Group, Branch, OK, Reason
+	TypeDecide   Type = "decide"   // client → TM: Group, Commit; answered with State
+	TypeAck      Type = "ack"      // client → TM: Group, Branch, Outcome (phase-2 result)
+	TypeDecision Type = "decision" // TM → client push: Group, Branch, Commit
+	TypeOK       Type = "ok"       // answer to a request
+	TypeError    Type = "error"    // answer to a request, or a last word before close: Code, Reason
+)
+
+// Error codes carried in TypeError messages.
+const (
+	CodeBadRequest  = "bad_request" // the request was malformed
+	CodeNotFound    = "not_found"   // unknown group or branch
+	CodeConflict    = "conflict"    // the group is not in a state that allows this (State says which)
+	CodeForbidden   = "forbidden"   // the caller does not own what it acts on
+	CodeUnavailable = "unavailable" // the TM could not reach its store; safe to retry
+	CodeInternal    = "internal"    // a TM bug
+	CodeHandshake   = "handshake"   // hello missing or refused
+)
+
+// Outcomes carried by TypeAck.
+const (
+	OutcomeCommitted  = "committed"   // the branch's commit was applied
+	OutcomeRolledBack = "rolled_back" // the branch was rolled back (or never existed here)
+	OutcomeLost       = "lost"        // the branch's work is gone: it could not be committed
+)
+
+// BranchRef names a branch a client holds.
+type BranchRef struct {
+	Group  string `json:"group"`
+	Branch string `json:"branch"`
+}
+
+// Message is the envelope of every frame. Fields a type does not use are
+// left zero and omitted.
+type Message struct {
+	V          int         `json:"v"`
+	Type       Type        `json:"type"`
+	ID         uint64      `json:"id,omitempty"`
+	Group      string      `json:"group,omitempty"`
+	Branch     string      `json:"branch,omitempty"`
+	Service    string      `json:"service,omitempty"`
+	Instance   string      `json:"instance,omitempty"`
+	Token      string      `json:"token,omitempty"`
+	Datasource string      `json:"datasource,omitempty"`
+	Mode       string      `json:"mode,omitempty"`
+	OK         bool        `json:"ok,omitempty"`
+	Commit     bool        `json:"commit,omitempty"`
+	Outcome    string      `json:"outcome,omitempty"`
+	State      string      `json:"state,omitempty"`
+	TimeoutMS  int64       `json:"timeout_ms,omitempty"`
+	Deadline   int64       `json:"deadline,omitempty"` // unix milliseconds
+	Code       string      `json:"code,omitempty"`
+	Reason     string      `json:"reason,omitempty"`
+	Held       []BranchRef `json:"held,omitempty"`
+}
+
+// MaxHeld bounds the branches a hello may list, so that a hello always fits
+// in MaxFrame. A client holding more lists the first MaxHeld; the rest learn
+// their decisions by asking (the client's ask loop).
+const MaxHeld = 512
+
+// maxText bounds free-text and name fields.
+const maxText = 1024
+
+// ErrMalformed is wrapped by every error Decode returns.
+var ErrMalformed = errors.New("wire: malformed message")
+
+// Encode returns m's frame. It sets V to Version and cuts a Reason longer
+// than the decoder accepts (at a rune boundary), so that free text from a
+// peer can never make an answer undecodable.
+func Encode(m *Message) ([]byte, error) {
+	m.V = Version
+	if len(m.Reason) > maxText {
+		m.Reason = truncateUTF8(m.Reason, maxText)
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(m); err != nil {
+		return nil, fmt.Errorf("wire: encode %s: %w", m.Type, err)
+	}
+	b := bytes.TrimSuffix(buf.Bytes(), []byte{'\n'})
+	if len(b) > MaxFrame {
+		return nil, fmt.Errorf("wire: encode %s: frame of %d bytes exceeds %d", m.Type, len(b), MaxFrame)
+	}
+	return b, nil
+}
+
+// truncateUTF8 cuts s to at most n bytes without splitting a rune.
+func truncateUTF8(s string, n int) string {
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// fields lists the member names of Message and BranchRef, exactly as
+// written on the wire.
+var (
+	messageFields = map[string]bool{"v": true, "type": true, "id": true, "group": true, "branch": true,
+		"service": true, "instance": true, "token": true, "datasource": true, "mode": true, "ok": true,
+		"commit": true, "outcome": true, "state": true, "timeout_ms": true, "deadline": true, "code": true,
+		"reason": true, "held": true}
+	refFields = map[string]bool{"group": true, "branch": true}
+)
+
+// checkMembers rejects an object whose member names are not exactly the
+// allowed ones or repeat one (encoding/json matches names regardless of case
+// and lets a repeated member win, so two parsers could read one frame
+// differently). For a member named "held" it checks each element too.
+func checkMembers(raw []byte, allowed map[string]bool) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return fmt.Errorf("%w: want a JSON object", ErrMalformed)
+	}
+	seen := make(map[string]bool, 8)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		name, _ := tok.(string)
+		if !allowed[name] {
+			return fmt.Errorf("%w: unknown field %q", ErrMalformed, name)
+		}
+		if seen[name] {
+			return fmt.Errorf("%w: field %q repeated", ErrMalformed, name)
+		}
+		seen[name] = true
+		var val json.RawMessage
+		if err := dec.Decode(&val); err != nil {
+			return fmt.Errorf("%w: field %q: %v", ErrMalformed, name, err)
+		}
+		if name == "held" && len(val) > 0 && val[0] == '[' {
+			var elems []json.RawMessage
+			if err := json.Unmarshal(val, &elems); err != nil {
+				return fmt.Errorf("%w: held: %v", ErrMalformed, err)
+			}
+			for _, e := range elems {
+				if err := checkMembers(e, refFields); err != nil {
+					return fmt.Errorf("held: %w", err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Decode parses and validates one frame.
+func Decode(frame []byte) (*Message, error) {
+	if len(frame) > MaxFrame {
+		return nil, fmt.Errorf("%w: frame of %d bytes exceeds %d", ErrMalformed, len(frame), MaxFrame)
+	}
+	dec := json.NewDecoder(bytes.NewReader(frame))
+	dec.DisallowUnknownFields()
+	var m Message
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%w: trailing data after the message", ErrMalformed)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkMembers(frame, messageFields); err != nil {
+		return nil, err
+	}
+	// A frame near the limit could grow when encoded again (escapes, invalid
+	// UTF-8 replaced): refuse what could not be sent back as it came. Small
+	// frames cannot grow past the limit and skip the check.
+	if len(frame) > MaxFrame/8 {
+		if _, err := Encode(&m); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+	}
+	return &m, nil
+}
+
+// Validate checks that m is a well-formed message of its type.
+func (m *Message) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s: %s", ErrMalformed, m.Type, fmt.Sprintf(format, args...))
+	}
+	if m.V != Version {
+		return fmt.Errorf("%w: protocol version %d, want %d", ErrMalformed, m.V, Version)
+	}
+	for name, s := range map[string]string{"service": m.Service, "instance": m.Instance, "token": m.Token,
+		"datasource": m.Datasource, "mode": m.Mode, "reason": m.Reason, "state": m.State, "code": m.Code, "outcome": m.Outcome} {
+		if len(s) > maxText {
+			return bad("%s longer than %d bytes", name, maxText)
+		}
+	}
+	if len(m.Held) > MaxHeld {
+		return bad("more than %d held branches", MaxHeld)
+	}
+	if m.Group != "" && !gid.Valid(m.Group) {
+		return bad("group %q is not a 32-character lower-case hex id", m.Group)
+	}
+	if m.Branch != "" && !gid.Valid(m.Branch) {
+		return bad("branch %q is not a 32-character lower-case hex id", m.Branch)
+	}
+	needID := func() error {
+		if m.ID == 0 {
+			return bad("request without id")
+		}
+		return nil
+	}
+	needGroup := func() error {
+		if !gid.Valid(m.Group) {
+			return bad("group %q is not a 32-character lower-case hex id", m.Group)
+		}
+		return nil
+	}
+	needBranch := func() error {
+		if !gid.Valid(m.Branch) {
+			return bad("branch %q is not a 32-character lower-case hex id", m.Branch)
+		}
+		return nil
+	}
+	switch m.Type {
+	case TypeHello:
+		if m.Service == "" || m.Instance == "" {
+			return bad("service and instance are required")
+		}
+		for _, h := range m.Held {
+			if !gid.Valid(h.Group) || !gid.Valid(h.Branch) {
+				return bad("held branch %q/%q is not a pair of ids", h.Group, h.Branch)
+			}
+		}
+		return needID()
+	case TypeCreate:
+		if m.TimeoutMS < 0 {
+			return bad("negative timeout_ms")
+		}
+		return needID()
+	case TypeQuery:
+		return errors.Join(needID(), needGroup())
+	case TypeJoin:
+		if m.Datasource == "" {
+			return bad("datasource is required")
+		}
+		return errors.Join(needID(), needGroup())
+	case TypeVote:
+		return errors.Join(needID(), needGroup(), needBranch())
+	case TypeDecide:
+		return errors.Join(needID(), needGroup())
+	case TypeAck:
+		switch m.Outcome {
+		case OutcomeCommitted, OutcomeRolledBack, OutcomeLost:
+		default:
+			return bad("unknown outcome %q", m.Outcome)
+		}
+		return errors.Join(needID(), needGroup(), needBranch())
+	case TypeDecision:
+		if m.ID != 0 {
+			return bad("a push carries no id")
+		}
+		return errors.Join(needGroup(), needBranch())
+	case TypeOK:
+		return needID()
+	case TypeError:
+		if m.Code == "" {
+			return bad("code is required")
+		}
+		return nil
+	default:
+		return fmt.Errorf("%w: unknown type %q", ErrMalformed, m.Type)
+	}
+}
+
+// Errorf returns an error answer to request id.
+func Errorf(id uint64, code string, format string, args ...any) *Message {
+	return &Message{Type: TypeError, ID: id, Code: code, Reason: fmt.Sprintf(format, args...)}
+}

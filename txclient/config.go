@@ -1,0 +1,93 @@
+package txclient
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+)
+
+// Config holds a TxClient's settings. The config package fills it from
+// files, environment and flags; the zero value of a field means its default.
+type Config struct {
+	// ManagerURL is the TxManager's websocket endpoint, for example
+	// "ws://txmanager:8070/v1/ws". Required.
+	ManagerURL string
+	// Service names this service (for example "stock"). Required.
+	Service string
+	// Instance identifies this process among the service's replicas. Decisions
+	// are routed by instance, never by service name. Default: a random id
+	// made at New.
+	Instance string
+	// Token authenticates the client at the handshake. May be empty while the
+	// TxManager runs without authentication.
+	Token string
+	// RequestTimeout bounds each request to the TxManager when the caller's
+	// context has no earlier deadline. Default 10s.
+	RequestTimeout time.Duration
+	// GroupTimeout is the deadline asked for new groups (0: the TxManager's
+	// default).
+	GroupTimeout time.Duration
+	// ReconnectMin and ReconnectMax bound the reconnect backoff. Defaults
+	// 100ms and 5s.
+	ReconnectMin, ReconnectMax time.Duration
+	// AskInterval is how long a held branch waits for its decision before the
+	// client asks the TxManager for it (and asks again at this interval
+	// until it learns the outcome). Default 5s.
+	AskInterval time.Duration
+	// ApplyTimeout bounds applying a decision to a held branch. Default 30s.
+	ApplyTimeout time.Duration
+	// Logger receives the client's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.RequestTimeout, 10*time.Second)
+	def(&c.ReconnectMin, 100*time.Millisecond)
+	def(&c.ReconnectMax, 5*time.Second)
+	def(&c.AskInterval, 5*time.Second)
+	def(&c.ApplyTimeout, 30*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate reports every setting that is out of range, by its name.
+func (c Config) Validate() error {
+	var errs []error
+	if c.ManagerURL == "" {
+		errs = append(errs, errors.New("manager_url is required"))
+	} else if u, err := url.Parse(c.ManagerURL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("manager_url %q must be a ws:// or wss:// URL with a host", c.ManagerURL))
+	}
+	if c.Service == "" {
+		errs = append(errs, errors.New("service is required"))
+	}
+	for _, s := range []struct {
+		name string
+		d    time.Duration
+	}{{"request_timeout", c.RequestTimeout}, {"reconnect_min", c.ReconnectMin}, {"reconnect_max", c.ReconnectMax},
+		{"ask_interval", c.AskInterval}, {"apply_timeout", c.ApplyTimeout}} {
+		if s.d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %s", s.name, s.d))
+		}
+	}
+	if c.GroupTimeout < 0 {
+		errs = append(errs, fmt.Errorf("group_timeout must not be negative, got %s", c.GroupTimeout))
+	}
+	if c.ReconnectMin > c.ReconnectMax {
+		errs = append(errs, fmt.Errorf("reconnect_min (%s) must not exceed reconnect_max (%s)", c.ReconnectMin, c.ReconnectMax))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("txclient: invalid config: %w", err)
+	}
+	return nil
+}

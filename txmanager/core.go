@@ -1,0 +1,335 @@
+package txmanager
+
+import "fmt"
+
+// The coordinator core: a pure function from (group record, event) to
+// (transitions to persist, decisions to send, reply). It does no I/O, reads
+// no clock (events carry the time) and draws no random numbers (events carry
+// new ids), so it can be tested exhaustively and fuzzed. The server runs it
+// under the group's lock, persists the transitions in order, each as one
+// compare-and-set, and only after all of them succeeded sends the decisions
+// and the reply (DESIGN invariant 1: durable before anyone learns it).
+
+// EventKind names something that happened to a group.
+type EventKind uint8
+
+// Events.
+const (
+	// EvJoin: Instance asks to add Branch to the group.
+	EvJoin EventKind = iota + 1
+	// EvVote: Instance votes OK (prepared) or not for BranchID.
+	EvVote
+	// EvDecide: Instance (the starter) asks to commit (Commit) or roll back.
+	EvDecide
+	// EvTick: the reaper looks at the group at NowMS.
+	EvTick
+	// EvAck: Instance reports BranchID's phase-2 Outcome.
+	EvAck
+	// EvResync: Instance, reconnecting, says it holds BranchID.
+	EvResync
+	// EvRetry: phase-2 retry: send the decision again to every branch not done.
+	EvRetry
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EvJoin:
+		return "join"
+	case EvVote:
+		return "vote"
+	case EvDecide:
+		return "decide"
+	case EvTick:
+		return "tick"
+	case EvAck:
+		return "ack"
+	case EvResync:
+		return "resync"
+	case EvRetry:
+		return "retry"
+	}
+	return fmt.Sprintf("EventKind(%d)", uint8(k))
+}
+
+// Event is one input to the core.
+type Event struct {
+	Kind     EventKind
+	Group    string // the group's id (needed when the store does not know it)
+	NowMS    int64
+	Instance string      // the client session the event came from ("" for the TM's own events)
+	Branch   Branch      // EvJoin: the new branch (ID chosen by the caller)
+	BranchID string      // EvVote, EvAck, EvResync
+	OK       bool        // EvVote
+	Commit   bool        // EvDecide
+	Outcome  BranchState // EvAck: COMMITTED, ROLLED_BACK or LOST
+	Reason   string      // EvVote (why it failed), EvAck (what went wrong)
+}
+
+// Send is a decision to push to the client session Instance.
+type Send struct {
+	Instance string
+	Group    string
+	Branch   string
+	Commit   bool
+}
+
+// ReplyCode classifies the answer to the event's sender.
+type ReplyCode uint8
+
+// Reply codes.
+const (
+	ReplyOK        ReplyCode = iota // done (or already done: duplicates are no-ops)
+	ReplyNotFound                   // no such group or branch
+	ReplyConflict                   // the group's state refuses it (Reply.State says which)
+	ReplyForbidden                  // the sender does not own what it acts on
+)
+
+func (c ReplyCode) String() string {
+	switch c {
+	case ReplyOK:
+		return "ok"
+	case ReplyNotFound:
+		return "not_found"
+	case ReplyConflict:
+		return "conflict"
+	case ReplyForbidden:
+		return "forbidden"
+	}
+	return fmt.Sprintf("ReplyCode(%d)", uint8(c))
+}
+
+// Reply is the answer to the event's sender, valid once every transition of
+// the Result has been persisted.
+type Reply struct {
+	Code   ReplyCode
+	State  GroupState // the group's state after the event (0: unknown group)
+	Reason string
+}
+
+// Result is what the core wants done for one event.
+type Result struct {
+	Transitions []Transition // persist in order, each as a compare-and-set
+	Sends       []Send       // then push these
+	Reply       Reply        // then answer with this
+}
+
+// Step is the coordinator core. g is the group's current record, or nil when
+// the store does not know the group. Step does not modify g.
+func Step(g *Group, ev Event) Result {
+	if g == nil {
+		return stepUnknown(ev)
+	}
+	switch ev.Kind {
+	case EvJoin:
+		return stepJoin(g, ev)
+	case EvVote:
+		return stepVote(g, ev)
+	case EvDecide:
+		return stepDecide(g, ev)
+	case EvTick:
+		if g.State == GroupActive && ev.NowMS >= g.DeadlineMS {
+			return decide(g, ev.NowMS, false, "deadline passed", ReplyOK)
+		}
+		return Result{Reply: Reply{State: g.State}}
+	case EvAck:
+		return stepAck(g, ev)
+	case EvResync:
+		return stepResync(g, ev)
+	case EvRetry:
+		if !g.State.Decided() || g.State.Terminal() {
+			return Result{Reply: Reply{State: g.State}}
+		}
+		return Result{Sends: sendsFor(g, g.State.Commit()), Reply: Reply{State: g.State}}
+	}
+	panic(fmt.Sprintf("BUG: unknown event kind %d", ev.Kind))
+}
+
+// stepUnknown answers events for a group the store does not know: presumed
+// abort. A branch asking about it is told to roll back.
+func stepUnknown(ev Event) Result {
+	switch ev.Kind {
+	case EvResync:
+		return Result{
+			Sends: []Send{{Instance: ev.Instance, Group: ev.Group, Branch: ev.BranchID}},
+			Reply: Reply{Code: ReplyNotFound, Reason: "unknown group: presumed rolled back"},
+		}
+	case EvTick, EvRetry:
+		return Result{Reply: Reply{Code: ReplyNotFound}}
+	}
+	return Result{Reply: Reply{Code: ReplyNotFound, Reason: "unknown group: presumed rolled back"}}
+}
+
+func stepJoin(g *Group, ev Event) Result {
+	if g.State != GroupActive {
+		return Result{Reply: Reply{Code: ReplyConflict, State: g.State, Reason: "group already decided"}}
+	}
+	if ev.NowMS >= g.DeadlineMS {
+		r := decide(g, ev.NowMS, false, "deadline passed", ReplyConflict)
+		r.Reply.Reason = "deadline passed"
+		return r
+	}
+	b := ev.Branch
+	b.State = BranchRegistered
+	b.Instance = ev.Instance
+	return Result{
+		Transitions: []Transition{{Kind: TransJoin, Group: g.ID, Branch: b, AtMS: ev.NowMS}},
+		Reply:       Reply{State: GroupActive},
+	}
+}
+
+func stepVote(g *Group, ev Event) Result {
+	b, ok := g.Branch(ev.BranchID)
+	if !ok {
+		return Result{Reply: Reply{Code: ReplyNotFound, State: g.State, Reason: "unknown branch"}}
+	}
+	if b.Instance != ev.Instance {
+		return Result{Reply: Reply{Code: ReplyForbidden, State: g.State, Reason: "branch belongs to another client"}}
+	}
+	if g.State != GroupActive {
+		// A duplicate of a vote that was counted is a no-op; anything else
+		// arrives too late.
+		if ev.OK && b.State == BranchPrepared && g.State.Commit() {
+			return Result{Reply: Reply{State: g.State}}
+		}
+		if !ev.OK && !g.State.Commit() {
+			return Result{Reply: Reply{State: g.State}}
+		}
+		return Result{Reply: Reply{Code: ReplyConflict, State: g.State, Reason: "group already decided"}}
+	}
+	if b.State == BranchFailed {
+		if !ev.OK {
+			return Result{Reply: Reply{State: g.State}}
+		}
+		return Result{Reply: Reply{Code: ReplyConflict, State: g.State, Reason: "branch already voted failed"}}
+	}
+	if ev.NowMS >= g.DeadlineMS {
+		return decide(g, ev.NowMS, false, "deadline passed", ReplyConflict)
+	}
+	if ev.OK {
+		return Result{
+			Transitions: []Transition{{Kind: TransVote, Group: g.ID, BranchID: b.ID, BranchTo: BranchPrepared, AtMS: ev.NowMS}},
+			Reply:       Reply{State: GroupActive},
+		}
+	}
+	// A failed vote dooms the group: roll back now rather than at the
+	// deadline, so that every other branch releases its locks.
+	vote := Transition{Kind: TransVote, Group: g.ID, BranchID: b.ID, BranchTo: BranchFailed, AtMS: ev.NowMS, Reason: ev.Reason}
+	after := g.Clone()
+	if err := ApplyTransition(after, vote); err != nil {
+		panic("BUG: checked vote refused: " + err.Error())
+	}
+	r := decide(after, ev.NowMS, false, fmt.Sprintf("branch %s (service %s) voted failed: %s", b.ID, b.Service, ev.Reason), ReplyOK)
+	r.Transitions = append([]Transition{vote}, r.Transitions...)
+	return r
+}
+
+func stepDecide(g *Group, ev Event) Result {
+	if ev.Instance != g.Starter {
+		return Result{Reply: Reply{Code: ReplyForbidden, State: g.State, Reason: "only the starter may decide"}}
+	}
+	if g.State.Decided() {
+		// Idempotent: the answer is the decision already made. Asking to
+		// commit a group decided to roll back is a conflict the caller must see.
+		if ev.Commit && !g.State.Commit() {
+			return Result{Reply: Reply{Code: ReplyConflict, State: g.State, Reason: g.Reason}}
+		}
+		return Result{Reply: Reply{State: g.State, Reason: g.Reason}}
+	}
+	if !ev.Commit {
+		return decide(g, ev.NowMS, false, "rollback asked by the starter", ReplyOK)
+	}
+	if ev.NowMS >= g.DeadlineMS {
+		return decide(g, ev.NowMS, false, "deadline passed", ReplyConflict)
+	}
+	for _, b := range g.Branches {
+		if b.State != BranchPrepared {
+			return decide(g, ev.NowMS, false, fmt.Sprintf("branch %s (service %s) is %s at commit", b.ID, b.Service, b.State), ReplyConflict)
+		}
+	}
+	return decide(g, ev.NowMS, true, "commit asked by the starter", ReplyOK)
+}
+
+// decide builds the decision transition for an ACTIVE group and the pushes
+// that follow it; code is the reply code for the event's sender.
+func decide(g *Group, nowMS int64, commit bool, reason string, code ReplyCode) Result {
+	to := GroupRollingBack
+	if commit {
+		to = GroupCommitting
+	}
+	t := Transition{Kind: TransDecide, Group: g.ID, GroupTo: to, AtMS: nowMS, Reason: reason}
+	after := g.Clone()
+	if err := ApplyTransition(after, t); err != nil {
+		panic("BUG: checked decision refused: " + err.Error())
+	}
+	return Result{
+		Transitions: []Transition{t},
+		Sends:       sendsFor(after, commit),
+		Reply:       Reply{Code: code, State: after.State, Reason: reason},
+	}
+}
+
+// sendsFor lists a push of the decision to every branch not done.
+func sendsFor(g *Group, commit bool) []Send {
+	var s []Send
+	for _, b := range g.Branches {
+		if !b.State.Done() {
+			s = append(s, Send{Instance: b.Instance, Group: g.ID, Branch: b.ID, Commit: commit})
+		}
+	}
+	return s
+}
+
+func stepAck(g *Group, ev Event) Result {
+	b, ok := g.Branch(ev.BranchID)
+	if !ok {
+		return Result{Reply: Reply{Code: ReplyNotFound, State: g.State, Reason: "unknown branch"}}
+	}
+	if b.Instance != ev.Instance {
+		return Result{Reply: Reply{Code: ReplyForbidden, State: g.State, Reason: "branch belongs to another client"}}
+	}
+	if !g.State.Decided() {
+		return Result{Reply: Reply{Code: ReplyConflict, State: g.State, Reason: "no decision to acknowledge"}}
+	}
+	if b.State.Done() {
+		return Result{Reply: Reply{State: g.State}} // duplicate
+	}
+	to := ev.Outcome
+	reason := ev.Reason
+	switch {
+	case g.State.Commit() && to == BranchRolledBack:
+		to, reason = BranchLost, "rolled back instead of committing: "+ev.Reason
+	case !g.State.Commit() && to == BranchLost:
+		to = BranchRolledBack // work that is gone is rolled back
+	case !g.State.Commit() && to == BranchCommitted:
+		// Never legal: a participant applies only the decision it was sent.
+		to, reason = BranchLost, "reported committed against a rollback decision: "+ev.Reason
+	}
+	t := Transition{Kind: TransBranchDone, Group: g.ID, BranchID: b.ID, BranchTo: to, AtMS: ev.NowMS, Reason: reason}
+	after := g.Clone()
+	if err := ApplyTransition(after, t); err != nil {
+		panic("BUG: checked outcome refused: " + err.Error())
+	}
+	return Result{Transitions: []Transition{t}, Reply: Reply{State: after.State}}
+}
+
+func stepResync(g *Group, ev Event) Result {
+	b, ok := g.Branch(ev.BranchID)
+	if !ok {
+		// The client holds a branch the TM never recorded: its join was never
+		// counted, so it cannot be part of a commit.
+		return Result{
+			Sends: []Send{{Instance: ev.Instance, Group: g.ID, Branch: ev.BranchID, Commit: false}},
+			Reply: Reply{Code: ReplyNotFound, State: g.State},
+		}
+	}
+	if b.Instance != ev.Instance {
+		return Result{Reply: Reply{Code: ReplyForbidden, State: g.State, Reason: "branch belongs to another client"}}
+	}
+	if !g.State.Decided() {
+		return Result{Reply: Reply{State: g.State}}
+	}
+	return Result{
+		Sends: []Send{{Instance: ev.Instance, Group: g.ID, Branch: b.ID, Commit: g.State.Commit()}},
+		Reply: Reply{State: g.State},
+	}
+}

@@ -1,0 +1,37 @@
+// Package txmanager is the golcn TxManager: it tracks transaction groups
+// and decides, for each group, commit or rollback.
+//
+// # Protocol
+//
+// A starter creates a group; participants join it (one branch per datasource
+// per process) and vote; the starter asks to commit or roll back. The
+// TxManager commits only an ACTIVE group, before its deadline, whose every
+// branch voted prepared. The decision is written to the Store by
+// compare-and-set before any participant hears it, then pushed to every
+// branch's owning client session and pushed again, with exponential backoff,
+// until each branch acknowledges. A group still ACTIVE at its deadline is
+// rolled back by the reaper (presumed abort); a group the store does not know
+// is reported as rolled back.
+//
+// # Structure
+//
+//   - Step (core.go) is the coordinator core: a pure function from a group
+//     record and an event to transitions, pushes and a reply. No I/O, no clock.
+//   - ApplyTransition (group.go) defines each durable transition: its
+//     precondition (the expected old state) and its effect. Stores apply
+//     transitions atomically with exactly these rules.
+//   - Server (server.go, session.go) runs the core under a per-group lock,
+//     persists, then pushes; owns the websocket sessions (one reader and one
+//     writer goroutine each), the reaper and the phase-2 retrier.
+//   - Store (store.go): OpenBoltStore (embedded file, the default),
+//     NewRedisStore (production, several TxManagers), NewMemoryStore (tests).
+//
+// # Usage
+//
+//	store, err := txmanager.OpenBoltStore("data/txmanager.db", txmanager.StoreOptions{})
+//	if err != nil { ... }
+//	srv, err := txmanager.New(txmanager.Config{}, store)
+//	if err != nil { ... }
+//	go srv.Run(ctx)
+//	http.ListenAndServe(":8070", srv.Handler())
+package txmanager

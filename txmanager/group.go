@@ -1,0 +1,276 @@
+package txmanager
+
+import (
+	"github.com/golcn/golcn/internal/gid"
+
+	"errors"
+	"fmt"
+)
+
+// Branch is one participant's part of a group: the work of one datasource in
+// one client process (instance).
+type Branch struct {
+	ID         string      `json:"id"`
+	Service    string      `json:"service"`
+	Instance   string      `json:"instance"`
+	Datasource string      `json:"datasource"`
+	Mode       string      `json:"mode,omitempty"`
+	State      BranchState `json:"state"`
+	Reason     string      `json:"reason,omitempty"`
+}
+
+// Group is the TxManager's record of a transaction group. Times are unix
+// milliseconds so that the record, and the core that reasons about it, carry no
+// wall clock.
+type Group struct {
+	ID             string     `json:"id"`
+	State          GroupState `json:"state"`
+	StarterService string     `json:"starter_service"`
+	Starter        string     `json:"starter"` // instance id of the starter's session
+	CreatedMS      int64      `json:"created_ms"`
+	DeadlineMS     int64      `json:"deadline_ms"`
+	DecidedMS      int64      `json:"decided_ms,omitempty"`
+	FinishedMS     int64      `json:"finished_ms,omitempty"`
+	Reason         string     `json:"reason,omitempty"`    // why it was decided as it was
+	Attention      string     `json:"attention,omitempty"` // non-empty: needs an operator, and why
+	Branches       []Branch   `json:"branches,omitempty"`
+}
+
+// Clone returns a deep copy of g.
+func (g *Group) Clone() *Group {
+	c := *g
+	c.Branches = append([]Branch(nil), g.Branches...)
+	return &c
+}
+
+// branch returns the index of branch id in g, or -1.
+func (g *Group) branch(id string) int {
+	for i := range g.Branches {
+		if g.Branches[i].ID == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// Branch returns the branch with the given id.
+func (g *Group) Branch(id string) (Branch, bool) {
+	if i := g.branch(id); i >= 0 {
+		return g.Branches[i], true
+	}
+	return Branch{}, false
+}
+
+// TransitionKind names a durable change to a group.
+type TransitionKind uint8
+
+// Transition kinds. Each is applied by a store as one atomic compare-and-set
+// on the expected old state (see ApplyTransition for the exact preconditions).
+const (
+	// TransJoin adds Branch (state REGISTERED) to an ACTIVE group.
+	TransJoin TransitionKind = iota + 1
+	// TransVote moves BranchID to BranchTo (PREPARED or FAILED) in an ACTIVE
+	// group. PREPARED may vote again; FAILED is final.
+	TransVote
+	// TransDecide moves an ACTIVE group to GroupTo (COMMITTING or
+	// ROLLING_BACK). COMMITTING needs every branch PREPARED. A group with no
+	// branch left to notify goes straight to its terminal state.
+	TransDecide
+	// TransBranchDone records BranchID's phase-2 outcome (COMMITTED,
+	// ROLLED_BACK or LOST) in a decided group. When the last branch is done
+	// the group becomes terminal in the same step.
+	TransBranchDone
+)
+
+func (k TransitionKind) String() string {
+	switch k {
+	case TransJoin:
+		return "join"
+	case TransVote:
+		return "vote"
+	case TransDecide:
+		return "decide"
+	case TransBranchDone:
+		return "branch-done"
+	}
+	return fmt.Sprintf("TransitionKind(%d)", uint8(k))
+}
+
+// Transition is one durable change to one group.
+type Transition struct {
+	Kind     TransitionKind `json:"kind"`
+	Group    string         `json:"group"`
+	Branch   Branch         `json:"branch,omitzero"` // TransJoin
+	BranchID string         `json:"branch_id,omitempty"`
+	BranchTo BranchState    `json:"branch_to,omitempty"`
+	GroupTo  GroupState     `json:"group_to,omitempty"`
+	AtMS     int64          `json:"at_ms"`
+	Reason   string         `json:"reason,omitempty"`
+}
+
+// Errors returned by stores and by ApplyTransition.
+var (
+	// ErrNotFound: no such group (or branch).
+	ErrNotFound = errors.New("txmanager: not found")
+	// ErrExists: a group with that id already exists.
+	ErrExists = errors.New("txmanager: group already exists")
+	// ErrConflict: the group or branch was not in the state the transition
+	// expects. Errors wrapping it are *ConflictError.
+	ErrConflict = errors.New("txmanager: state conflict")
+)
+
+// ConflictError says why a transition's compare-and-set failed.
+type ConflictError struct {
+	Group  GroupState // the group's state when the transition was refused
+	Detail string
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("txmanager: state conflict: group is %s: %s", e.Group, e.Detail)
+}
+
+// Unwrap makes errors.Is(err, ErrConflict) true.
+func (e *ConflictError) Unwrap() error { return ErrConflict }
+
+func conflict(g *Group, format string, args ...any) error {
+	return &ConflictError{Group: g.State, Detail: fmt.Sprintf(format, args...)}
+}
+
+// ApplyTransition applies t to g in place, or returns an error (wrapping
+// ErrConflict or ErrNotFound) and leaves g unchanged. It is the one
+// definition of every transition's precondition and effect; the Redis store's
+// scripts implement the same rules and the store conformance tests hold them to
+// it. It panics on a transition that no caller can legally build (a bug).
+func ApplyTransition(g *Group, t Transition) error {
+	if t.Group != g.ID {
+		panic(fmt.Sprintf("BUG: transition for group %s applied to group %s", t.Group, g.ID))
+	}
+	t.MustBeWellFormed()
+	switch t.Kind {
+	case TransJoin:
+		if g.State != GroupActive {
+			return conflict(g, "join refused: group already decided")
+		}
+		if g.branch(t.Branch.ID) >= 0 {
+			return conflict(g, "branch %s already joined", t.Branch.ID)
+		}
+		g.Branches = append(g.Branches, t.Branch)
+		return nil
+
+	case TransVote:
+		i := g.branch(t.BranchID)
+		if i < 0 {
+			return fmt.Errorf("%w: branch %s in group %s", ErrNotFound, t.BranchID, g.ID)
+		}
+		if g.State != GroupActive {
+			return conflict(g, "vote refused: group already decided")
+		}
+		b := &g.Branches[i]
+		switch b.State {
+		case BranchRegistered, BranchPrepared:
+		default:
+			return conflict(g, "branch %s is %s, cannot vote", b.ID, b.State)
+		}
+		b.State, b.Reason = t.BranchTo, t.Reason
+		return nil
+
+	case TransDecide:
+		if g.State != GroupActive {
+			return conflict(g, "already decided")
+		}
+		if t.GroupTo == GroupCommitting {
+			for _, b := range g.Branches {
+				if b.State != BranchPrepared {
+					return conflict(g, "commit refused: branch %s is %s", b.ID, b.State)
+				}
+			}
+		}
+		g.State, g.DecidedMS, g.Reason = t.GroupTo, t.AtMS, t.Reason
+		g.finishIfDone(t.AtMS)
+		return nil
+
+	case TransBranchDone:
+		i := g.branch(t.BranchID)
+		if i < 0 {
+			return fmt.Errorf("%w: branch %s in group %s", ErrNotFound, t.BranchID, g.ID)
+		}
+		if !g.State.Decided() {
+			return conflict(g, "outcome for branch %s before a decision", t.BranchID)
+		}
+		b := &g.Branches[i]
+		if b.State.Done() {
+			return conflict(g, "branch %s already %s", b.ID, b.State)
+		}
+		if t.BranchTo == BranchCommitted && !g.State.Commit() {
+			panic("BUG: branch committed in a group decided to roll back")
+		}
+		if t.BranchTo == BranchRolledBack && g.State.Commit() {
+			// A branch that could not commit is LOST, never quietly rolled back.
+			panic("BUG: branch rolled back in a group decided to commit")
+		}
+		b.State, b.Reason = t.BranchTo, t.Reason
+		if t.BranchTo == BranchLost {
+			g.addAttention(fmt.Sprintf("branch %s (service %s, instance %s) lost: %s", b.ID, b.Service, b.Instance, t.Reason))
+		}
+		g.finishIfDone(t.AtMS)
+		return nil
+	}
+	panic("unreachable: MustBeWellFormed checked the kind")
+}
+
+// MustBeWellFormed panics on a transition that no caller can legally build,
+// whatever the group's state (a programmer error, never a runtime
+// condition). Every store calls it before looking the group up, so all
+// stores refuse such a transition the same way.
+func (t Transition) MustBeWellFormed() {
+	switch t.Kind {
+	case TransJoin:
+		if t.Branch.State != BranchRegistered {
+			panic("BUG: join of a branch not in state REGISTERED")
+		}
+	case TransVote:
+		if t.BranchTo != BranchPrepared && t.BranchTo != BranchFailed {
+			panic("BUG: vote to state " + t.BranchTo.String())
+		}
+	case TransDecide:
+		if t.GroupTo != GroupCommitting && t.GroupTo != GroupRollingBack {
+			panic("BUG: decide to state " + t.GroupTo.String())
+		}
+	case TransBranchDone:
+		if !t.BranchTo.Done() {
+			panic("BUG: branch-done to state " + t.BranchTo.String())
+		}
+	default:
+		panic(fmt.Sprintf("BUG: unknown transition kind %d", t.Kind))
+	}
+}
+
+func (g *Group) addAttention(s string) {
+	if g.Attention == "" {
+		g.Attention = s
+	} else {
+		g.Attention += "; " + s
+	}
+}
+
+// finishIfDone moves a decided group whose branches are all done to its
+// terminal state.
+func (g *Group) finishIfDone(atMS int64) {
+	if g.State != GroupCommitting && g.State != GroupRollingBack {
+		return
+	}
+	for _, b := range g.Branches {
+		if !b.State.Done() {
+			return
+		}
+	}
+	if g.State == GroupCommitting {
+		g.State = GroupCommitted
+	} else {
+		g.State = GroupRolledBack
+	}
+	g.FinishedMS = atMS
+}
+
+// newBranchID returns a fresh branch id.
+func newBranchID() string { return gid.New() }

@@ -1,0 +1,404 @@
+package txmanager
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/golcn/golcn/internal/gid"
+	"github.com/golcn/golcn/internal/wire"
+)
+
+// Server is a TxManager: it owns the client sessions, runs the coordinator
+// core against the Store, pushes decisions and retries them until every
+// branch acknowledges, and rolls back groups past their deadline.
+//
+// Create one with New, serve Handler on an HTTP listener, and call Run to
+// start the reaper and the phase-2 retrier; Close stops everything. Handler
+// may be served before Run is called.
+type Server struct {
+	cfg   Config
+	store Store
+	log   *slog.Logger
+	now   func() time.Time
+
+	locks [256]sync.Mutex // per-group serialisation, striped by id
+	seed  maphash.Seed
+
+	mu       sync.Mutex // guards sessions, retry
+	sessions map[string]*session
+	retry    map[string]retryState // decided groups awaiting acks: next push time
+
+	wg        sync.WaitGroup // every goroutine the server starts
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+type retryState struct {
+	next    time.Time
+	backoff time.Duration
+}
+
+// Option adjusts a Server at construction.
+type Option func(*Server)
+
+// WithClock makes the server read time from now (tests).
+func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
+
+// New returns a TxManager over store. cfg is completed with defaults and
+// validated; the error names the first bad setting.
+func New(cfg Config, store Store, opts ...Option) (*Server, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if store == nil {
+		return nil, errors.New("txmanager: nil store")
+	}
+	s := &Server{
+		cfg:      cfg,
+		store:    store,
+		log:      cfg.Logger,
+		now:      time.Now,
+		seed:     maphash.MakeSeed(),
+		sessions: make(map[string]*session),
+		retry:    make(map[string]retryState),
+		closed:   make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
+}
+
+// Run runs the reaper and the phase-2 retrier until ctx is done or Close is
+// called. It returns nil after a Close, ctx.Err() otherwise.
+func (s *Server) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); s.reapLoop(ctx) }()
+	go func() { defer s.wg.Done(); s.retryLoop(ctx) }()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.closed:
+		return nil
+	}
+}
+
+// Close closes every client session and stops the background loops, waiting
+// for all of them. It does not close the store. Safe to call more than once.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.closed)
+		s.mu.Lock()
+		sessions := make([]*session, 0, len(s.sessions))
+		for _, ss := range s.sessions {
+			sessions = append(sessions, ss)
+		}
+		s.mu.Unlock()
+		// Outside s.mu: closing a session takes s.mu to unregister it.
+		for _, ss := range sessions {
+			ss.close("txmanager shutting down")
+		}
+	})
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) nowMS() int64 { return s.now().UnixMilli() }
+
+func (s *Server) lockFor(id string) *sync.Mutex {
+	return &s.locks[maphash.String(s.seed, id)%uint64(len(s.locks))]
+}
+
+// errUnavailable marks store failures: the request may be retried.
+var errUnavailable = errors.New("txmanager: store unavailable")
+
+// step runs the core for ev under the group's lock: load, step, persist each
+// transition (compare-and-set), and only then push the decisions. A lost
+// compare-and-set (another TxManager, or the reaper, got there first) reloads
+// and steps again.
+func (s *Server) step(ctx context.Context, ev Event) (Reply, error) {
+	mu := s.lockFor(ev.Group)
+	mu.Lock()
+	defer mu.Unlock()
+	const attempts = 8
+	for range attempts {
+		g, err := s.store.Get(ctx, ev.Group)
+		if errors.Is(err, ErrNotFound) {
+			g = nil
+		} else if err != nil {
+			return Reply{}, fmt.Errorf("%w: load group %s: %v", errUnavailable, ev.Group, err)
+		}
+		ev.NowMS = s.nowMS()
+		res := Step(g, ev)
+		raced := false
+		for _, t := range res.Transitions {
+			if _, err := s.store.Apply(ctx, t); err != nil {
+				if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {
+					raced = true
+					break
+				}
+				return Reply{}, fmt.Errorf("%w: %s group %s: %v", errUnavailable, t.Kind, ev.Group, err)
+			}
+			if t.Kind == TransDecide {
+				s.log.Info("group decided", "group", t.Group, "state", t.GroupTo, "reason", t.Reason)
+				s.scheduleRetry(t.Group)
+			}
+		}
+		if raced {
+			continue
+		}
+		s.dispatch(res.Sends)
+		return res.Reply, nil
+	}
+	return Reply{}, fmt.Errorf("%w: group %s: %d compare-and-set conflicts in a row", errUnavailable, ev.Group, attempts)
+}
+
+// create records a new group started by sess.
+func (s *Server) create(ctx context.Context, sess *session, timeout time.Duration) (*Group, error) {
+	if timeout <= 0 {
+		timeout = s.cfg.GroupTimeout
+	}
+	if timeout > s.cfg.MaxGroupTimeout {
+		timeout = s.cfg.MaxGroupTimeout
+	}
+	now := s.nowMS()
+	g := &Group{
+		ID:             gid.New(),
+		State:          GroupActive,
+		StarterService: sess.service,
+		Starter:        sess.instance,
+		CreatedMS:      now,
+		DeadlineMS:     now + timeout.Milliseconds(),
+	}
+	if err := s.store.Create(ctx, g); err != nil {
+		return nil, fmt.Errorf("%w: create group: %v", errUnavailable, err)
+	}
+	s.log.Debug("group created", "group", g.ID, "service", sess.service, "deadline_ms", g.DeadlineMS)
+	return g, nil
+}
+
+// dispatch pushes decisions to the sessions that own the branches. A branch
+// whose owner is not connected, or whose push is lost, is reached by the
+// retrier or by the owner's resync when it reconnects.
+func (s *Server) dispatch(sends []Send) {
+	for _, d := range sends {
+		s.mu.Lock()
+		ss := s.sessions[d.Instance]
+		s.mu.Unlock()
+		if ss == nil {
+			continue
+		}
+		ss.push(&wire.Message{Type: wire.TypeDecision, Group: d.Group, Branch: d.Branch, Commit: d.Commit})
+	}
+}
+
+func (s *Server) scheduleRetry(group string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.retry[group]; !ok {
+		s.retry[group] = retryState{next: s.now().Add(s.cfg.RetryMin), backoff: s.cfg.RetryMin}
+	}
+}
+
+// reapLoop rolls back ACTIVE groups past their deadline (presumed abort) and
+// purges terminal groups past their retention.
+func (s *Server) reapLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.ReapInterval)
+	defer t.Stop()
+	lastPurge := s.now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.closed:
+			return
+		case <-t.C:
+		}
+		s.reapOnce(ctx)
+		if s.now().Sub(lastPurge) >= time.Minute {
+			lastPurge = s.now()
+			if n, err := s.store.Purge(ctx, lastPurge); err != nil {
+				s.log.Warn("purge failed", "err", err)
+			} else if n > 0 {
+				s.log.Debug("purged terminal groups", "count", n)
+			}
+		}
+	}
+}
+
+func (s *Server) reapOnce(ctx context.Context) {
+	ids, err := s.store.Expired(ctx, s.now(), 1000)
+	if err != nil {
+		s.log.Warn("reaper: list expired groups", "err", err)
+		return
+	}
+	for _, id := range ids {
+		if _, err := s.step(ctx, Event{Kind: EvTick, Group: id}); err != nil {
+			s.log.Warn("reaper: roll back expired group", "group", id, "err", err)
+		}
+	}
+}
+
+// retryLoop pushes decisions again to branches that have not acknowledged,
+// with exponential backoff per group, until the group is terminal. After a
+// restart it learns the undone groups from the store.
+func (s *Server) retryLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.RetryMin)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.closed:
+			return
+		case <-t.C:
+		}
+		s.retryOnce(ctx)
+	}
+}
+
+func (s *Server) retryOnce(ctx context.Context) {
+	ids, err := s.store.Undone(ctx, 10000)
+	if err != nil {
+		s.log.Warn("retrier: list undone groups", "err", err)
+		return
+	}
+	now := s.now()
+	live := make(map[string]bool, len(ids))
+	var due []string
+	s.mu.Lock()
+	for _, id := range ids {
+		live[id] = true
+		st, ok := s.retry[id]
+		if !ok {
+			// Not known here (decided before a restart, or by another
+			// TxManager): push now.
+			st = retryState{next: now, backoff: s.cfg.RetryMin}
+		}
+		if !now.Before(st.next) {
+			due = append(due, id)
+			st.next = now.Add(st.backoff)
+			st.backoff = min(2*st.backoff, s.cfg.RetryMax)
+		}
+		s.retry[id] = st
+	}
+	for id := range s.retry {
+		if !live[id] {
+			delete(s.retry, id)
+		}
+	}
+	s.mu.Unlock()
+	for _, id := range due {
+		if _, err := s.step(ctx, Event{Kind: EvRetry, Group: id}); err != nil {
+			s.log.Warn("retrier: push decision", "group", id, "err", err)
+		}
+	}
+}
+
+// Handler returns the TxManager's HTTP handler: the client websocket at
+// /v1/ws, GET /v1/groups/{id}, /healthz and /readyz.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/ws", s.serveWS)
+	mux.HandleFunc("GET /v1/groups/{id}", s.serveGroup)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.store.Ping(ctx); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "store unreachable: "+err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	return mux
+}
+
+// Group returns the store's record of a group (for operators and tests).
+func (s *Server) Group(ctx context.Context, id string) (*Group, error) {
+	return s.store.Get(ctx, id)
+}
+
+// GroupView is the JSON shape of a group in the HTTP API.
+type GroupView struct {
+	ID             string       `json:"id"`
+	State          string       `json:"state"`
+	StarterService string       `json:"starter_service"`
+	Created        time.Time    `json:"created"`
+	Deadline       time.Time    `json:"deadline"`
+	Decided        *time.Time   `json:"decided,omitempty"`
+	Finished       *time.Time   `json:"finished,omitempty"`
+	Reason         string       `json:"reason,omitempty"`
+	Attention      string       `json:"attention,omitempty"`
+	Branches       []BranchView `json:"branches"`
+}
+
+// BranchView is the JSON shape of a branch in the HTTP API.
+type BranchView struct {
+	ID         string `json:"id"`
+	Service    string `json:"service"`
+	Instance   string `json:"instance"`
+	Datasource string `json:"datasource"`
+	Mode       string `json:"mode,omitempty"`
+	State      string `json:"state"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+// View returns g's HTTP API shape.
+func (g *Group) View() GroupView {
+	ms := func(v int64) *time.Time {
+		if v == 0 {
+			return nil
+		}
+		t := time.UnixMilli(v).UTC()
+		return &t
+	}
+	v := GroupView{ID: g.ID, State: g.State.String(), StarterService: g.StarterService,
+		Created: time.UnixMilli(g.CreatedMS).UTC(), Deadline: time.UnixMilli(g.DeadlineMS).UTC(),
+		Decided: ms(g.DecidedMS), Finished: ms(g.FinishedMS), Reason: g.Reason, Attention: g.Attention,
+		Branches: make([]BranchView, 0, len(g.Branches))}
+	for _, b := range g.Branches {
+		v.Branches = append(v.Branches, BranchView{ID: b.ID, Service: b.Service, Instance: b.Instance,
+			Datasource: b.Datasource, Mode: b.Mode, State: b.State.String(), Reason: b.Reason})
+	}
+	return v
+}
+
+func (s *Server) serveGroup(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, err := gid.Parse(id); err != nil {
+		writeError(w, http.StatusBadRequest, "group id: "+err.Error())
+		return
+	}
+	g, err := s.store.Get(r.Context(), id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		writeError(w, http.StatusNotFound, "no group "+id)
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, "store: "+err.Error())
+	default:
+		writeJSON(w, http.StatusOK, g.View())
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]any{"error": map[string]any{"code": code, "message": msg}})
+}
