@@ -136,7 +136,7 @@ type branch struct {
 	ready   chan struct{} // closed when the branch leaves branchJoining
 	done    chan struct{} // closed when the branch is done and pc released
 	held    *held         // the Held handed to the coordinator
-	decided atomic.Bool   // Held.Commit or Held.Rollback was called
+	decided atomic.Uint32 // the want of the first Held.Commit or Held.Rollback call (0: none yet)
 
 	// Set by toWorkingLocked before ready is closed; read-only afterwards.
 	id    string
@@ -662,8 +662,9 @@ var _ Held = (*held)(nil)
 // ctx, for local work of the same group still using the branch; if ctx ends
 // first it returns ErrApplyPending and the commit is applied when that work
 // finishes. It returns ErrBranchLost if the local transaction no longer
-// exists, and ErrAlreadyDecided (doing nothing) on a second call of Commit
-// or Rollback. Safe for concurrent use.
+// exists. Calling it again after ErrApplyPending waits again and reports the
+// outcome; calling the other of Commit and Rollback after either returns
+// ErrAlreadyDecided and does nothing. Safe for concurrent use.
 func (h *held) Commit(ctx context.Context) error { return h.b.decide(ctx, wantCommit) }
 
 // Rollback applies the group's rollback decision. As Commit, except that it
@@ -675,8 +676,13 @@ func (h *held) Rollback(ctx context.Context) error { return h.b.decide(ctx, want
 func (h *held) String() string { return "sqlproxy " + h.b.String() }
 
 func (b *branch) decide(ctx context.Context, w want) error {
-	if !b.decided.CompareAndSwap(false, true) {
-		return fmt.Errorf("%w: %v (%s ignored)", ErrAlreadyDecided, b, w)
+	if !b.decided.CompareAndSwap(0, uint32(w)) {
+		if b.decided.Load() != uint32(w) {
+			return fmt.Errorf("%w: %v (%s ignored)", ErrAlreadyDecided, b, w)
+		}
+		// The same decision again (its first delivery returned
+		// ErrApplyPending): wait for, and report, its outcome.
+		return b.awaitDecided(ctx, w)
 	}
 	b.mu.Lock()
 	switch b.state {
@@ -706,7 +712,12 @@ func (b *branch) decide(ctx context.Context, w want) error {
 		b.mu.Unlock()
 		panic(bug("%v: decision %s for a branch that never voted (%s)", b, w, b.state))
 	}
+	return b.awaitDecided(ctx, w)
+}
 
+// awaitDecided waits, respecting ctx, until the branch is done and reports
+// how decision w ended.
+func (b *branch) awaitDecided(ctx context.Context, w want) error {
 	select {
 	case <-b.done:
 	case <-ctx.Done():

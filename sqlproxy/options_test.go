@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -131,14 +132,19 @@ func TestWrapDriverMatchesDriverContext(t *testing.T) {
 	mustNil(t, "Close", c.(*Connector).Close())
 }
 
+var registerSeq atomic.Int64
+
 func TestRegisterSharesOneDatasourcePerDSN(t *testing.T) {
 	for _, withCtx := range []bool{true, false} {
 		srv, co := newFakeServer(), newFakeCoord()
 		var d driver.Driver = fakeDriver{srv}
-		name := "sqlproxy-test-legacy"
+		kind := "legacy"
 		if withCtx {
-			d, name = fakeDriverCtx{fakeDriver{srv}}, "sqlproxy-test-ctx"
+			d, kind = fakeDriverCtx{fakeDriver{srv}}, "ctx"
 		}
+		// sql.Register is process-wide and panics on a repeated name
+		// (go test -count=N runs this again).
+		name := fmt.Sprintf("sqlproxy-test-%s-%d", kind, registerSeq.Add(1))
 		t.Run(name, func(t *testing.T) {
 			Register(name, d, func(dsn string) (Options, error) {
 				return Options{Datasource: "ds-" + dsn, Coordinator: co}, nil

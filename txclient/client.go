@@ -268,8 +268,18 @@ func (c *Client) serve(conn *clientConn) {
 	c.log.Info("connected to TxManager", "url", c.cfg.ManagerURL)
 
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); c.writeLoop(conn) }()
+	go func() {
+		// Close may have run before conn was published: end the session
+		// when the client ends, whenever that is.
+		defer wg.Done()
+		select {
+		case <-c.ctx.Done():
+			conn.close()
+		case <-conn.done:
+		}
+	}()
 	err := c.readLoop(conn)
 	conn.close()
 	wg.Wait()

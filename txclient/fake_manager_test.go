@@ -415,3 +415,36 @@ func TestConfigValidateNamesKeys(t *testing.T) {
 		}
 	}
 }
+
+// A commit decision that arrives after the branch voted but before the
+// proxy handed it over is not reported lost: the client waits for the hold
+// and the TxManager's next push.
+func TestCommitBeforeHoldIsNotLost(t *testing.T) {
+	f := newFakeManager(t)
+	c := newTestClient(t, f.url(), nil)
+	f.expect(wire.TypeHello)
+	joined := make(chan string)
+	go func() {
+		b, err := c.Join(context.Background(), g1, "ds", "lcn")
+		if err != nil {
+			t.Error(err)
+		}
+		joined <- b
+	}()
+	j := f.expect(wire.TypeJoin)
+	f.send(&wire.Message{Type: wire.TypeOK, ID: j.ID, Group: g1, Branch: b1})
+	<-joined
+	f.send(&wire.Message{Type: wire.TypeDecision, Group: g1, Branch: b1, Commit: true})
+	h := newFakeHeld()
+	// The push raced ahead of Hold; no ack may claim the branch lost. The
+	// next push, after Hold, applies it.
+	c.Hold(g1, b1, h)
+	f.send(&wire.Message{Type: wire.TypeDecision, Group: g1, Branch: b1, Commit: true})
+	ack := f.expect(wire.TypeAck)
+	if ack.Outcome != wire.OutcomeCommitted {
+		t.Fatalf("ack %+v, want committed", ack)
+	}
+	if cm, _ := h.counts(); cm != 1 {
+		t.Fatalf("commits %d", cm)
+	}
+}

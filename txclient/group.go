@@ -137,6 +137,7 @@ func (c *Client) Join(ctx context.Context, group, datasource, mode string) (stri
 		}
 		return "", fmt.Errorf("txclient: join group %s: %w", group, err)
 	}
+	c.reg.join(group, resp.Branch)
 	return resp.Branch, nil
 }
 

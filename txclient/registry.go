@@ -30,14 +30,16 @@ const recentLimit = 4096
 type registry struct {
 	c *Client
 
-	mu     sync.Mutex // guards held, recent, order
+	mu     sync.Mutex // guards held, joined, recent, order
 	held   map[branchKey]*heldBranch
-	recent map[branchKey]string // outcome already applied (wire.Outcome*)
-	order  []branchKey          // FIFO of recent keys, for eviction
+	joined map[branchKey]time.Time // joined, not held yet: when
+	recent map[branchKey]string    // outcome already applied (wire.Outcome*)
+	order  []branchKey             // FIFO of recent keys, for eviction
 }
 
 func newRegistry(c *Client) *registry {
-	return &registry{c: c, held: make(map[branchKey]*heldBranch), recent: make(map[branchKey]string)}
+	return &registry{c: c, held: make(map[branchKey]*heldBranch), joined: make(map[branchKey]time.Time),
+		recent: make(map[branchKey]string)}
 }
 
 func (r *registry) len() int {
@@ -60,11 +62,25 @@ func (r *registry) refs() []wire.BranchRef {
 	return out
 }
 
+// join notes a branch this process joined and has not handed over yet, so
+// that a commit decision arriving between its vote and its hold is not taken
+// for the decision of a branch this process lost.
+func (r *registry) join(group, branch string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.joined[branchKey{group, branch}] = r.c.now()
+}
+
+// joinedTTL bounds how long a joined branch waits for its hold before the
+// registry forgets it (its local transaction ended without a prepared vote).
+const joinedTTL = 10 * time.Minute
+
 // hold records a voted branch. Holding it again is a no-op.
 func (r *registry) hold(group, branch string, h sqlproxy.Held) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	k := branchKey{group, branch}
+	delete(r.joined, k)
 	if _, ok := r.held[k]; !ok {
 		r.held[k] = &heldBranch{h: h, since: r.c.now()}
 	}
@@ -86,7 +102,13 @@ func (r *registry) decision(group, branch string, commit bool) {
 		hb.applying = true
 	}
 	prev, done := r.recent[k]
+	_, pending := r.joined[k]
 	r.mu.Unlock()
+	if !ok && !done && commit && pending {
+		// Voted prepared, not handed over yet: the TxManager pushes again
+		// (and the ask loop asks) once it is held.
+		return
+	}
 
 	r.c.wg.Add(1)
 	go func() {
@@ -169,6 +191,11 @@ func (r *registry) askLoop(ctx context.Context) {
 		now := r.c.now()
 		var ask []branchKey
 		r.mu.Lock()
+		for k, at := range r.joined {
+			if now.Sub(at) > joinedTTL {
+				delete(r.joined, k)
+			}
+		}
 		for k, hb := range r.held {
 			if !hb.applying && now.Sub(hb.since) >= r.c.cfg.AskInterval {
 				ask = append(ask, k)

@@ -35,6 +35,7 @@ type cluster struct {
 	log     *slog.Logger
 	dialect exdb.Dialect
 	store   string // description for the summary
+	mode    string // the services' branch mode
 
 	tmURL   string // http://127.0.0.1:port
 	orderDB *sql.DB
@@ -197,10 +198,11 @@ func (c *cluster) startService(ctx context.Context, name, dsn string, setup func
 		return "", fmt.Errorf("%s: %w", name, err)
 	}
 	c.closers = append(c.closers, cl.Close)
-	db, err := exdb.Open(c.dialect, dsn, name, cl)
+	db, mode, err := exdb.Open(c.dialect, dsn, name, cl)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", name, err)
 	}
+	c.mode = mode
 	c.closers = append(c.closers, db.Close)
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

@@ -171,7 +171,7 @@ func backend(opts Options, c *cluster) string {
 	if opts.MySQLDSN != "" {
 		db = "mysql schemas " + opts.MySQLSchemaPrefix + "{order,stock,account}"
 	}
-	return fmt.Sprintf("databases: %s; txmanager store: %s", db, c.store)
+	return fmt.Sprintf("databases: %s (branch mode %s); txmanager store: %s", db, c.mode, c.store)
 }
 
 // tally counts outcomes and computes throughput and latency percentiles.

@@ -74,9 +74,11 @@ func plan(n int, seed uint64, items []stock.Item, accts []account.Account) ([]or
 }
 
 // placeOrders posts reqs to the order service with the given concurrency
-// and returns the results in plan order. It stops early (leaving later
-// results empty) when ctx ends.
+// and returns the results in plan order. When ctx ends it places no more
+// orders (leaving their results empty) but lets those in flight finish, so
+// that every order placed has a known answer.
 func placeOrders(ctx context.Context, orderURL string, reqs []order.Request, concurrency int, bar *progressbar.ProgressBar) []result {
+	reqCtx := context.WithoutCancel(ctx)
 	tr := &http.Transport{MaxIdleConnsPerHost: concurrency}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr, Timeout: 2 * time.Minute}
@@ -88,7 +90,7 @@ func placeOrders(ctx context.Context, orderURL string, reqs []order.Request, con
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
-				results[i] = placeOrder(ctx, hc, orderURL, reqs[i])
+				results[i] = placeOrder(reqCtx, hc, orderURL, reqs[i])
 				_ = bar.Add(1)
 			}
 		}()

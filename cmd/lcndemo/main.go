@@ -57,8 +57,11 @@ func lcndemo() int {
 		opts.LogLevel = slog.LevelInfo
 	}
 
+	// The first signal stops the load (the groups in flight are still
+	// settled and checked); a second one kills the process as usual.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	context.AfterFunc(ctx, stop)
 	sum, err := run(ctx, opts, os.Stdout, os.Stderr)
 	if sum.Orders > 0 || len(sum.Checks) > 0 {
 		sum.print(os.Stdout)
@@ -69,6 +72,10 @@ func lcndemo() int {
 	}
 	if !sum.OK() {
 		return 1
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintf(os.Stderr, "lcndemo: interrupted: placed %d of %d orders\n", sum.Orders, opts.Orders)
+		return 130
 	}
 	return 0
 }

@@ -34,7 +34,10 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:], os.Environ()); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Environ(), nil)
+	stop()
+	if err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			os.Exit(0)
 		}
@@ -43,7 +46,9 @@ func main() {
 	}
 }
 
-func run(args, environ []string) error {
+// run runs the TxManager until ctx is done. If ready is not nil it receives
+// the listening address once the server accepts connections.
+func run(ctx context.Context, args, environ []string, ready chan<- string) error {
 	cfg, err := config.LoadManager(args, environ)
 	if err != nil {
 		return err
@@ -68,17 +73,20 @@ func run(args, environ []string) error {
 	}
 	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Run(ctx) }()
 	go func() { errc <- httpSrv.Serve(ln) }()
 	log.Info("txmanager listening", "addr", ln.Addr().String(), "store", cfg.Store)
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
 
+	pending := 2
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
 	case err := <-errc:
+		pending--
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("stopped", "err", err)
 		}
@@ -87,6 +95,9 @@ func run(args, environ []string) error {
 	defer cancel()
 	_ = httpSrv.Shutdown(shutdownCtx)
 	_ = srv.Close()
+	for ; pending > 0; pending-- {
+		<-errc // wait for both goroutines: nothing outlives run
+	}
 	return nil
 }
 

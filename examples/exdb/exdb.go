@@ -11,6 +11,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"net/url"
 
@@ -80,17 +81,28 @@ func Connector(d Dialect, dsn string) (driver.Connector, error) {
 }
 
 // Open opens the database of one service through the golcn proxy, naming it
-// datasource, with coord as the transaction coordinator client.
-func Open(d Dialect, dsn, datasource string, coord sqlproxy.Coordinator) (*sql.DB, error) {
+// datasource, with coord as the transaction coordinator client, and returns
+// the branch mode it runs in. SQLite runs in lcn mode (the vote is a held
+// local transaction). MySQL asks for auto mode (durable XA where the server
+// supports it) and falls back to lcn while the proxy does not support it.
+func Open(d Dialect, dsn, datasource string, coord sqlproxy.Coordinator) (*sql.DB, string, error) {
 	inner, err := Connector(d, dsn)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	db, err := sqlproxy.OpenDB(inner, sqlproxy.Options{Datasource: datasource, Coordinator: coord})
+	mode := sqlproxy.ModeLCN
+	if d == MySQL {
+		mode = sqlproxy.ModeAuto
+	}
+	db, err := sqlproxy.OpenDB(inner, sqlproxy.Options{Datasource: datasource, Coordinator: coord, Mode: mode})
+	if errors.Is(err, sqlproxy.ErrModeNotSupported) && mode != sqlproxy.ModeLCN {
+		mode = sqlproxy.ModeLCN
+		db, err = sqlproxy.OpenDB(inner, sqlproxy.Options{Datasource: datasource, Coordinator: coord, Mode: mode})
+	}
 	if err != nil {
-		return nil, fmt.Errorf("exdb: open %s database: %w", datasource, err)
+		return nil, "", fmt.Errorf("exdb: open %s database: %w", datasource, err)
 	}
-	return db, nil
+	return db, mode, nil
 }
 
 // MigrateAll runs each statement in order (DDL: outside any group).
