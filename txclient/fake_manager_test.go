@@ -301,12 +301,25 @@ func TestCommitOutcomes(t *testing.T) {
 		t.Fatalf("commit answered rolling back: %v", err)
 	}
 
-	// The session drops after the commit was sent: the outcome is unknown.
+	// The session drops after the commit was sent: the client reconnects
+	// and asks again (deciding is idempotent), and learns the outcome.
 	go func() { errc <- g.Commit(ctx) }()
 	f.expect(wire.TypeDecide)
 	f.dropConn()
+	f.expect(wire.TypeHello)
+	m = f.expect(wire.TypeDecide)
+	f.send(&wire.Message{Type: wire.TypeOK, ID: m.ID, Group: g1, State: "COMMITTING"})
+	if err := <-errc; err != nil {
+		t.Fatalf("commit retried after a lost answer: %v", err)
+	}
+
+	// No answer ever comes: the outcome is unknown, and said so.
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	go func() { errc <- g.Commit(short) }()
+	f.expect(wire.TypeDecide)
 	if err := <-errc; !errors.Is(err, ErrOutcomeUnknown) {
-		t.Fatalf("commit with lost answer: %v", err)
+		t.Fatalf("commit with no answer: %v", err)
 	}
 }
 

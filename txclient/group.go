@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
+
 	"github.com/golcn/golcn/internal/groupctx"
 	"github.com/golcn/golcn/internal/wire"
 	"github.com/golcn/golcn/sqlproxy"
@@ -49,7 +51,7 @@ func (c *Client) Begin(ctx context.Context) (context.Context, *Group, error) {
 // ErrOutcomeUnknown if the answer was lost (the outcome is still all or
 // nothing: ask with Status). Calling it again returns the same answer.
 func (g *Group) Commit(ctx context.Context) error {
-	resp, err := g.c.request(ctx, &wire.Message{Type: wire.TypeDecide, Group: g.id, Commit: true})
+	resp, err := g.decide(ctx, true)
 	g.c.active.remove(g.id)
 	if err == nil {
 		return nil
@@ -65,11 +67,33 @@ func (g *Group) Commit(ctx context.Context) error {
 	return fmt.Errorf("%w: group %s: %v", ErrOutcomeUnknown, g.id, err)
 }
 
+// decide sends the decide request, and sends it again while its answer is
+// lost or the TxManager cannot be reached, for up to RequestTimeout (or until
+// ctx ends). Deciding is idempotent at the TxManager (a repeated request gets
+// the decision already made), so a retry can never change an outcome: it only
+// turns an unknown answer into a known one.
+func (g *Group) decide(ctx context.Context, commit bool) (*wire.Message, error) {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = 20 * time.Millisecond
+	bo.MaxInterval = time.Second
+	bo.MaxElapsedTime = g.c.cfg.RequestTimeout
+	var resp *wire.Message
+	var err error
+	_ = backoff.Retry(func() error {
+		resp, err = g.c.request(ctx, &wire.Message{Type: wire.TypeDecide, Group: g.id, Commit: commit})
+		if errors.Is(err, ErrNotSent) || errors.Is(err, ErrNoAnswer) || remoteCode(err) == wire.CodeUnavailable {
+			return err // retry
+		}
+		return nil
+	}, backoff.WithContext(bo, ctx))
+	return resp, err
+}
+
 // Rollback asks the TxManager to roll the group back. Rolling back a group
 // already rolled back is a no-op; rolling back a committed group returns an
 // error (the decision never changes).
 func (g *Group) Rollback(ctx context.Context) error {
-	resp, err := g.c.request(ctx, &wire.Message{Type: wire.TypeDecide, Group: g.id, Commit: false})
+	resp, err := g.decide(ctx, false)
 	g.c.active.remove(g.id)
 	if err != nil {
 		return fmt.Errorf("txclient: rollback group %s: %w", g.id, err)

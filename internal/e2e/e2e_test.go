@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -73,6 +75,7 @@ func TestHeldWorkInvisibleUntilDecision(t *testing.T) {
 	if b := bk.a.balance(t, 2); b != initialBalance+5 {
 		t.Fatalf("after commit balance %d", b)
 	}
+	waitNoTrx(t, bk)
 }
 
 // One participant's failure rolls everything back, including the other
@@ -189,6 +192,7 @@ func TestSameServiceTwiceInOneGroup(t *testing.T) {
 		if a := bk.a.balance(t, 1); a != initialBalance-7 {
 			t.Fatalf("balance a=%d, want %d", a, initialBalance-7)
 		}
+		waitNoTrx(t, bk)
 	})
 }
 
@@ -223,6 +227,7 @@ func TestDuplicateDecisionIsNoop(t *testing.T) {
 		if st := bk.m.group(g.ID()).State; st != txmanager.GroupCommitted {
 			t.Fatalf("state %s", st)
 		}
+		waitNoTrx(t, bk)
 	})
 }
 
@@ -417,13 +422,33 @@ func waitNoTrx(t *testing.T, bk *bank) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		n := openTrx(t, bk.a.raw)
+		n := openTrx(t, bk.a.raw, bk.a.schema, bk.b.schema)
 		if n == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d InnoDB transactions still open", n)
+			t.Fatalf("%d InnoDB transactions still open: %s", n, describeTrx(t, bk.a.raw))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// describeTrx lists open InnoDB transactions with their connection's last
+// statement, for failure messages.
+func describeTrx(t *testing.T, db *sql.DB) string {
+	rows, err := db.Query(`SELECT t.trx_mysql_thread_id, t.trx_state, t.trx_started, COALESCE(p.INFO, ''), COALESCE(p.DB, '')
+		FROM information_schema.innodb_trx t LEFT JOIN information_schema.processlist p ON p.ID = t.trx_mysql_thread_id`)
+	if err != nil {
+		return err.Error()
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id, state, started, info, db string
+		if err := rows.Scan(&id, &state, &started, &info, &db); err != nil {
+			return err.Error()
+		}
+		out = append(out, fmt.Sprintf("[thread %s %s since %s db %s: %q]", id, state, started, db, info))
+	}
+	return strings.Join(out, " ")
 }

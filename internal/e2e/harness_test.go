@@ -198,6 +198,7 @@ func newClient(t *testing.T, m *manager, service string) *txclient.Client {
 // driver, an HTTP endpoint that moves money on one account.
 type participant struct {
 	name   string
+	schema string
 	client *txclient.Client
 	db     *sql.DB // through the proxy
 	raw    *sql.DB // direct, for checks
@@ -210,7 +211,7 @@ const initialBalance = 1000
 func newParticipant(t *testing.T, m *manager, name string) *participant {
 	t.Helper()
 	mdb := testenv.SharedMariaDB(t)
-	_, dsn := mdb.CreateDatabase(t)
+	schema, dsn := mdb.CreateDatabase(t)
 	raw, err := sql.Open("mysql", dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -224,7 +225,7 @@ func newParticipant(t *testing.T, m *manager, name string) *participant {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	p := &participant{name: name, client: newClient(t, m, name), raw: raw}
+	p := &participant{name: name, schema: schema, client: newClient(t, m, name), raw: raw}
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -289,12 +290,14 @@ func (p *participant) balance(t *testing.T, acct int) int64 {
 	return b
 }
 
-// openTrx counts InnoDB transactions open in the participant's schema's
-// server (all sessions).
-func openTrx(t *testing.T, db *sql.DB) int {
+// openTrx counts InnoDB transactions open on connections to the given
+// schemas (the shared server also serves other tests' schemas).
+func openTrx(t *testing.T, db *sql.DB, schemas ...string) int {
 	t.Helper()
 	var n int
-	if err := db.QueryRow(`SELECT COUNT(*) FROM information_schema.innodb_trx`).Scan(&n); err != nil {
+	q := `SELECT COUNT(*) FROM information_schema.innodb_trx t JOIN information_schema.processlist p
+		ON p.ID = t.trx_mysql_thread_id WHERE p.DB IN (?, ?)`
+	if err := db.QueryRow(q, schemas[0], schemas[len(schemas)-1]).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
