@@ -3,7 +3,7 @@ GO ?= go
 GOFLAGS ?=
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build demo test vet fmt-check tidy-check txmanager clean
+.PHONY: all build demo test fuzz vet fmt-check tidy-check txmanager clean
 
 all: build
 
@@ -20,6 +20,18 @@ demo:
 test: fmt-check vet
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
+## fuzz: run each fuzz target for FUZZTIME (one target per go test call).
+## Seed corpora also run in every plain `make test`.
+FUZZTIME ?= 30s
+FUZZ_TARGETS = FuzzDecodeMessage:./internal/wire FuzzGroupHeader:./internal/gid \
+	FuzzConfig:./config FuzzCoordinatorFSM:./txmanager
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		name=$${t%%:*}; pkg=$${t#*:}; \
+		echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg; \
+	done
+
 vet:
 	$(GO) vet ./...
 
@@ -30,7 +42,8 @@ fmt-check:
 tidy-check:
 	$(GO) mod tidy -diff
 
-## txmanager: run a TxManager on embedded defaults (data in ./lcn-data)
+## txmanager: run a TxManager on embedded defaults (data in ./lcn-data).
+## Without credentials it refuses to start: ARGS="--auth-insecure" for development.
 txmanager:
 	$(GO) run ./cmd/txmanager $(ARGS)
 

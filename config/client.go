@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,8 +14,12 @@ import (
 type Client struct {
 	// Core is the client's configuration (keys "client.*"), with defaults
 	// applied and validated. Its Logger is slog.Default(); set another
-	// before txclient.New if needed.
+	// before txclient.New if needed. Its TLS is built from TLSFiles: nil
+	// (the system roots, no client certificate) when none is set.
 	Core txclient.Config
+	// TLSFiles are the keys client.tls_ca_file, client.tls_cert_file and
+	// client.tls_key_file.
+	TLSFiles TLSFiles
 }
 
 // LoadClient loads a client's settings from, in increasing priority:
@@ -31,9 +36,13 @@ func LoadClient(args, environ []string) (*Client, error) {
 }
 
 func loadClient(args, environ []string, help io.Writer) (*Client, error) {
-	c, _, err := load("client", "Settings of a golcn client (package txclient):", clientSpecs(), args, environ, help)
+	c, src, err := load("client", "Settings of a golcn client (package txclient):", clientSpecs(), args, environ, help)
 	if err != nil {
 		return nil, err
+	}
+	var errs []error
+	if c.Core.TLS, errs = clientTLS(c.TLSFiles, c.Core.ManagerURL, src); len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	c.Core = c.Core.WithDefaults()
 	if err := c.Core.Validate(); err != nil {

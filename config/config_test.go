@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -38,6 +41,16 @@ func mustManager(t *testing.T, args, environ []string) *Manager {
 	return m
 }
 
+// dev lets a TxManager configuration load without credentials.
+const dev = "LCN_AUTH_INSECURE=true"
+
+// devManager is mustManager with auth.insecure set in the environment (the
+// first of duplicate variables wins, so environ may still override it).
+func devManager(t *testing.T, args, environ []string) *Manager {
+	t.Helper()
+	return mustManager(t, args, append(slices.Clip(environ), dev))
+}
+
 func mustClient(t *testing.T, args, environ []string) *Client {
 	t.Helper()
 	c, err := loadClient(args, environ, io.Discard)
@@ -48,8 +61,20 @@ func mustClient(t *testing.T, args, environ []string) *Client {
 }
 
 func TestManagerDefaults(t *testing.T) {
-	m := mustManager(t, nil, nil)
-	core := txmanager.Config{}.WithDefaults()
+	// No credentials and no auth.insecure: refused, with the way out.
+	_, err := loadManager(nil, nil, io.Discard)
+	var ke *KeyError
+	if !errors.As(err, &ke) || ke.Key != "auth.tokens" {
+		t.Fatalf("no credentials: err %v, want a *KeyError for auth.tokens", err)
+	}
+	for _, want := range []string{"auth.insecure", "LCN_AUTH_TOKENS", "--auth-tokens", "--auth-insecure", "hash-token", "development only"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("no-credentials error does not mention %s:\n%v", want, err)
+		}
+	}
+
+	m := mustManager(t, []string{"--auth-insecure"}, nil)
+	core := txmanager.Config{Auth: txmanager.AuthConfig{Insecure: true}}.WithDefaults()
 	want := Manager{
 		Listen:    ":8070",
 		Store:     StoreBolt,
@@ -60,11 +85,14 @@ func TestManagerDefaults(t *testing.T) {
 		LogFormat: "text",
 	}
 	// Our defaults must be txmanager's own: the docs table shows ours.
-	if *m != want {
+	if !reflect.DeepEqual(*m, want) {
 		t.Errorf("defaults:\n got %v\nwant %v", m, want)
 	}
 	if m.Core.Logger == nil {
 		t.Error("Core.Logger is nil after WithDefaults")
+	}
+	if m.TLS != nil {
+		t.Error("TLS configured by default")
 	}
 	if err := m.Core.Validate(); err != nil {
 		t.Error(err)
@@ -111,7 +139,7 @@ redis:
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := mustManager(t, tt.args, tt.env)
+			m := devManager(t, tt.args, tt.env)
 			if m.Core.GroupTimeout != tt.wantTimeout {
 				t.Errorf("group_timeout = %s, want %s", m.Core.GroupTimeout, tt.wantTimeout)
 			}
@@ -125,7 +153,7 @@ redis:
 	}
 	// A sibling key in the file survives the environment setting another
 	// key of the same section.
-	m := mustManager(t, []string{"--config", file}, []string{"LCN_REDIS_ADDR=env:2"})
+	m := devManager(t, []string{"--config", file}, []string{"LCN_REDIS_ADDR=env:2"})
 	if m.Redis.DB != 2 {
 		t.Errorf("redis.db = %d after env set redis.addr, want the file's 2", m.Redis.DB)
 	}
@@ -134,10 +162,18 @@ redis:
 func TestEveryManagerKeyFromEverySource(t *testing.T) {
 	// Each key is set to a non-default value from each source in turn; the
 	// loaded struct must be the same whichever source set it.
+	pki := newTestPKI(t)
+	hashA, hashB := txmanager.HashToken("token-a"), txmanager.HashToken("token-b")
 	values := map[string]string{
 		"listen": "127.0.0.1:9000", "store": "memory", "data_dir": "/tmp/x",
 		"redis.addr": "r:6379", "redis.username": "u", "redis.password": "p", "redis.db": "3",
 		"redis.prefix": "px", "redis.tls": "true",
+		"tls.cert_file": pki.serverCert, "tls.key_file": pki.serverKey, "tls.client_ca_file": pki.caFile,
+		"auth.tokens":          "stock=" + hashA + ",ops=" + strings.ToUpper(hashB) + ":Admin:2030-01-02T03:04:05Z",
+		"auth.client_certs":    "true",
+		"auth.allowed_origins": "https://a.example, http://b.example:8080",
+		"auth.insecure":        "true",
+		"limits.message_rate":  "2500.5", "limits.message_burst": "17", "limits.max_body_bytes": "4096",
 		"group_timeout": "31s", "max_group_timeout": "11m", "reap_interval": "501ms",
 		"retry_min": "201ms", "retry_max": "11s", "retention": "25h", "ping_interval": "11s",
 		"log_level": "error", "log_format": "json",
@@ -158,22 +194,56 @@ func TestEveryManagerKeyFromEverySource(t *testing.T) {
 	// A quoted string where YAML wants a number or bool is rejected, so
 	// write those unquoted.
 	fileText := strings.Join(yaml, "\n")
-	fileText = strings.Replace(fileText, `"redis.db": "3"`, `"redis.db": 3`, 1)
-	fileText = strings.Replace(fileText, `"redis.tls": "true"`, `"redis.tls": true`, 1)
+	for _, kv := range []string{`"redis.db": "3"`, `"redis.tls": "true"`, `"auth.client_certs": "true"`, `"auth.insecure": "true"`,
+		`"limits.message_rate": "2500.5"`, `"limits.message_burst": "17"`, `"limits.max_body_bytes": "4096"`} {
+		k, v, _ := strings.Cut(kv, ": ")
+		fileText = strings.Replace(fileText, kv, k+": "+strings.Trim(v, `"`), 1)
+	}
 	fromFile := mustManager(t, []string{"--config", writeConfig(t, fileText)}, nil)
 	fromEnv := mustManager(t, nil, env)
 	fromFlags := mustManager(t, args, nil)
+	// The file's own forms: lists as YAML lists, tokens as mappings.
+	nested := strings.NewReplacer(
+		fmt.Sprintf("%q: %q", "auth.tokens", values["auth.tokens"]), `auth:
+  tokens:
+    - service: stock
+      token_sha256: `+hashA+`
+    - {service: ops, token_sha256: "`+strings.ToUpper(hashB)+`", role: admin, expires: 2030-01-02T03:04:05Z}
+  allowed_origins: ["https://a.example", "http://b.example:8080"]
+  client_certs: true
+  insecure: true`,
+		`"auth.client_certs": true`, "", `"auth.insecure": true`, "",
+		fmt.Sprintf("%q: %q", "auth.allowed_origins", values["auth.allowed_origins"]), "",
+	).Replace(fileText)
+	fromFileLists := mustManager(t, []string{"--config", writeConfig(t, nested)}, nil)
+
 	want := Manager{
 		Listen: "127.0.0.1:9000", Store: "memory", DataDir: "/tmp/x",
-		Redis: Redis{Addr: "r:6379", Username: "u", Password: "p", DB: 3, Prefix: "px", TLS: true},
+		Redis:    Redis{Addr: "r:6379", Username: "u", Password: "p", DB: 3, Prefix: "px", TLS: true},
+		TLSFiles: TLSFiles{CertFile: pki.serverCert, KeyFile: pki.serverKey, CAFile: pki.caFile},
 		Core: txmanager.Config{GroupTimeout: 31 * time.Second, MaxGroupTimeout: 11 * time.Minute,
 			ReapInterval: 501 * time.Millisecond, RetryMin: 201 * time.Millisecond, RetryMax: 11 * time.Second,
-			Retention: 25 * time.Hour, PingInterval: 11 * time.Second}.WithDefaults(),
+			Retention: 25 * time.Hour, PingInterval: 11 * time.Second,
+			Auth: txmanager.AuthConfig{
+				Credentials: []txmanager.Credential{
+					{Service: "stock", TokenSHA256: hashA, Role: txmanager.RoleService},
+					{Service: "ops", TokenSHA256: hashB, Role: txmanager.RoleAdmin, Expires: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)},
+				},
+				ClientCerts: true, Insecure: true,
+				AllowedOrigins: []string{"https://a.example", "http://b.example:8080"},
+			},
+			MessageRate: 2500.5, MessageBurst: 17, MaxBodyBytes: 4096,
+		}.WithDefaults(),
 		LogLevel: "error", LogFormat: "json",
 	}
-	for name, got := range map[string]*Manager{"file": fromFile, "env": fromEnv, "flags": fromFlags} {
-		if *got != want {
-			t.Errorf("from %s:\n got %#v\nwant %#v", name, got, want)
+	for name, got := range map[string]*Manager{"file": fromFile, "file lists": fromFileLists, "env": fromEnv, "flags": fromFlags} {
+		if got.TLS == nil || len(got.TLS.Certificates) != 1 || got.TLS.ClientCAs == nil || got.TLS.ClientAuth != tls.VerifyClientCertIfGiven {
+			t.Errorf("from %s: TLS = %+v", name, got.TLS)
+		}
+		g := *got
+		g.TLS = nil
+		if !reflect.DeepEqual(g, want) {
+			t.Errorf("from %s:\n got %#v\n     %+v\nwant %#v\n     %+v", name, got, g.Core.Auth, want, want.Core.Auth)
 		}
 		if got.Redis.Password != "p" {
 			t.Errorf("from %s: password not loaded", name)
@@ -379,7 +449,7 @@ func TestFileEdgeCases(t *testing.T) {
 		"zero as duration 0": "retry_min: 0s\nretry_max: 1s\n" + "retention: 24h\n",
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := loadManager([]string{"--config", writeConfig(t, file)}, nil, io.Discard)
+			_, err := loadManager([]string{"--config", writeConfig(t, file)}, []string{dev}, io.Discard)
 			if name == "zero as duration 0" {
 				if err == nil || !strings.Contains(err.Error(), "retry_min: must be positive") {
 					t.Fatalf("want retry_min: must be positive, got %v", err)
@@ -428,7 +498,7 @@ func TestFileEdgeCases(t *testing.T) {
 		}
 	})
 	t.Run("bool flag alone", func(t *testing.T) {
-		m := mustManager(t, []string{"--redis-tls"}, []string{"LCN_REDIS_TLS=false"})
+		m := devManager(t, []string{"--redis-tls"}, []string{"LCN_REDIS_TLS=false"})
 		if !m.Redis.TLS {
 			t.Fatal("--redis-tls did not set redis.tls")
 		}
@@ -436,7 +506,7 @@ func TestFileEdgeCases(t *testing.T) {
 }
 
 func TestValidateErrorWrapped(t *testing.T) {
-	err := loadErr(t, false, "group_timeout: 20m\n", nil, nil)
+	err := loadErr(t, false, "group_timeout: 20m\n", nil, []string{dev})
 	for _, want := range []string{"config: ", "group_timeout", "max_group_timeout"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not contain %q", err, want)
@@ -449,19 +519,19 @@ func TestValidateErrorWrapped(t *testing.T) {
 }
 
 func TestStoreRedisWithAddr(t *testing.T) {
-	m := mustManager(t, []string{"--store=REDIS", "--redis-addr=localhost:6379"}, nil)
+	m := devManager(t, []string{"--store=REDIS", "--redis-addr=localhost:6379"}, nil)
 	if m.Store != StoreRedis || m.Redis.Addr != "localhost:6379" {
 		t.Fatalf("got store %q addr %q", m.Store, m.Redis.Addr)
 	}
 	// store=memory needs neither.
-	if m := mustManager(t, []string{"--store=memory", "--data-dir="}, nil); m.Store != StoreMemory {
+	if m := devManager(t, []string{"--store=memory", "--data-dir="}, nil); m.Store != StoreMemory {
 		t.Fatalf("store = %q", m.Store)
 	}
 }
 
 func TestSecretsRedacted(t *testing.T) {
 	const pw, tok = "hunter2-pw", "s3cret-token"
-	m := mustManager(t, []string{"--redis-password", pw}, nil)
+	m := devManager(t, []string{"--redis-password", pw}, nil)
 	c := mustClient(t, []string{"--token=" + tok, "--service=s", "--manager-url=wss://u:urlpass@tm:1/v1/ws"}, nil)
 	var renders []string
 	for _, v := range []any{m, *m, m.Redis, c, *c} {
@@ -492,7 +562,7 @@ func TestSecretsRedacted(t *testing.T) {
 		t.Errorf("LogValue: %v", rec.Config)
 	}
 	// Unset secrets show as empty, not as set.
-	if s := mustManager(t, nil, nil).String(); !strings.Contains(s, `redis.password=""`) {
+	if s := devManager(t, nil, nil).String(); !strings.Contains(s, `redis.password=""`) {
 		t.Errorf("unset password: %s", s)
 	}
 
@@ -633,7 +703,7 @@ func flagOf(keys []Key, name string) string {
 
 func TestLevel(t *testing.T) {
 	for lvl, want := range map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError} {
-		m := mustManager(t, []string{"--log-level", lvl}, nil)
+		m := devManager(t, []string{"--log-level", lvl}, nil)
 		if m.Level() != want {
 			t.Errorf("Level(%s) = %v", lvl, m.Level())
 		}
@@ -643,7 +713,7 @@ func TestLevel(t *testing.T) {
 func TestLoadDoesNotReadProcessEnv(t *testing.T) {
 	t.Setenv("LCN_GROUP_TIMEOUT", "x")
 	t.Setenv("LCN_CONFIG", "/does/not/exist")
-	if m := mustManager(t, nil, nil); m.Core.GroupTimeout != 30*time.Second {
+	if m := devManager(t, nil, nil); m.Core.GroupTimeout != 30*time.Second {
 		t.Errorf("group_timeout = %s: the process environment leaked in", m.Core.GroupTimeout)
 	}
 }
@@ -654,7 +724,7 @@ func TestConcurrentLoads(t *testing.T) {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
 			t.Parallel()
 			timeout := fmt.Sprintf("%ds", 41+i)
-			m := mustManager(t, []string{"--config", file, "--group-timeout", timeout}, []string{"LCN_REDIS_DB=" + fmt.Sprint(i)})
+			m := devManager(t, []string{"--config", file, "--group-timeout", timeout}, []string{"LCN_REDIS_DB=" + fmt.Sprint(i)})
 			if m.Core.GroupTimeout.String() != timeout || m.Redis.DB != i {
 				t.Errorf("load %d got group_timeout %s redis.db %d", i, m.Core.GroupTimeout, m.Redis.DB)
 			}

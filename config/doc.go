@@ -39,10 +39,28 @@
 // numbers or booleans. After loading, the core struct's WithDefaults and
 // Validate are applied and a Validate error is returned wrapped.
 //
+// Lists (auth.allowed_origins) are YAML lists in the file and
+// comma-separated in the environment and flags. auth.tokens is a list of
+// {service, token_sha256, role, expires} mappings in the file and a
+// comma-separated list of service=<sha256 hex>[:role[:expires]] in the
+// environment and flags.
+//
+// # Authentication and TLS
+//
+// LoadManager refuses a configuration with no credentials (auth.tokens or
+// auth.client_certs) unless auth.insecure is set, with a *KeyError for
+// auth.tokens that says how to configure either. It builds Manager.TLS from
+// the tls.* files, and LoadClient builds Client.Core.TLS from the
+// client.tls_* files; an unreadable or mismatched file is a *KeyError
+// naming its key.
+//
 // Secrets (redis.password, client.token) never appear in errors, and the
 // String, GoString and LogValue methods of Manager, Redis and Client show
 // them as "***". Prefer the file or the environment to flags for secrets:
-// flags are visible to other users of the machine.
+// flags are visible to other users of the machine. Token hashes are not
+// secrets, but they are not shown either: errors about auth.tokens name
+// the item (auth.tokens[2].role) and its service, and the rendered settings
+// list services and roles only.
 //
 // # Usage
 //

@@ -37,7 +37,10 @@ type Key struct {
 type spec[T any] struct {
 	Key
 	// field returns a pointer into the T being loaded: *string,
-	// *time.Duration, *int or *bool. The pointer's type picks the parser.
+	// *time.Duration, *int, *int64, *float64, *bool, *[]string (a list:
+	// comma-separated in the environment and flags) or
+	// *[]txmanager.Credential (auth.tokens). The pointer's type picks the
+	// parser.
 	field func(*T) any
 	// enum, when set, lists the only values a string key accepts; they
 	// are matched case-insensitively and stored lower-case.
@@ -46,7 +49,11 @@ type spec[T any] struct {
 	zeroOK bool
 	// required rejects an empty string.
 	required bool
-	// check, when set, validates a parsed string value (not called on "").
+	// positive rejects 0 for a number (negative numbers are always
+	// rejected).
+	positive bool
+	// check, when set, validates a parsed string value, or each item of a
+	// list (not called on "").
 	check func(string) error
 	// show, when set, formats a string value for String/LogValue.
 	show func(string) string
@@ -84,6 +91,20 @@ func managerSpecs() []spec[Manager] {
 	return []spec[Manager]{
 		{Key: k("listen", ":8070", "address of the HTTP server: REST API, admin page and the websocket at /v1/ws"),
 			field: func(m *Manager) any { return &m.Listen }, required: true, check: checkHostPort},
+		{Key: k("tls.cert_file", "", "PEM certificate (chain) of the server; with tls.key_file it serves HTTPS and wss://. Unset: plain HTTP and ws://"),
+			field: func(m *Manager) any { return &m.TLSFiles.CertFile }},
+		{Key: k("tls.key_file", "", "PEM private key of tls.cert_file"),
+			field: func(m *Manager) any { return &m.TLSFiles.KeyFile }},
+		{Key: k("tls.client_ca_file", "", "PEM CA certificates that client certificates are verified against (a client may still present none and use a token); needs tls.cert_file"),
+			field: func(m *Manager) any { return &m.TLSFiles.CAFile }},
+		{Key: k("auth.tokens", "", "accepted client tokens, by their SHA-256 only; in env and flag a comma-separated list of service=<sha256 hex>[:role[:expires]], role service (default) or admin, expires RFC 3339"),
+			field: func(m *Manager) any { return &m.Core.Auth.Credentials }},
+		{Key: k("auth.client_certs", "false", "accept a verified client certificate instead of a token, its subject common name being the service (role service); requires tls.client_ca_file"),
+			field: func(m *Manager) any { return &m.Core.Auth.ClientCerts }},
+		{Key: k("auth.allowed_origins", "", "browser origins (scheme://host[:port]) whose websocket upgrades are accepted, comma-separated in env and flag; an upgrade from any other Origin is refused"),
+			field: func(m *Manager) any { return &m.Core.Auth.AllowedOrigins }, check: checkOrigin},
+		{Key: k("auth.insecure", "false", "DEVELOPMENT ONLY: run without authentication; any client that reaches the port can decide groups"),
+			field: func(m *Manager) any { return &m.Core.Auth.Insecure }},
 		{Key: k("store", StoreBolt, "where group state is kept: bolt (one local file), redis, or memory (tests only: everything is lost on exit)"),
 			field: func(m *Manager) any { return &m.Store }, enum: []string{StoreBolt, StoreRedis, StoreMemory}},
 		{Key: k("data_dir", "./lcn-data", "directory of the bolt file <data_dir>/txmanager.db (store=bolt)"),
@@ -114,6 +135,12 @@ func managerSpecs() []spec[Manager] {
 			func(m *Manager) *time.Duration { return &m.Core.Retention }),
 		dur("ping_interval", "10s", "how often each client session is pinged; a session silent for two intervals is closed",
 			func(m *Manager) *time.Duration { return &m.Core.PingInterval }),
+		{Key: k("limits.message_rate", "2000", "messages per second one client session may send; a faster session is throttled, others are not slowed"),
+			field: func(m *Manager) any { return &m.Core.MessageRate }, positive: true},
+		{Key: k("limits.message_burst", "4000", "messages a client session may send at once above limits.message_rate"),
+			field: func(m *Manager) any { return &m.Core.MessageBurst }, positive: true},
+		{Key: k("limits.max_body_bytes", "1048576", "largest REST request body, in bytes"),
+			field: func(m *Manager) any { return &m.Core.MaxBodyBytes }, positive: true},
 		{Key: k("log_level", "info", "least severe log level written: debug, info, warn or error"),
 			field: func(m *Manager) any { return &m.LogLevel }, enum: []string{"debug", "info", "warn", "error"}},
 		{Key: k("log_format", "text", "log format: text or json"),
@@ -133,8 +160,14 @@ func clientSpecs() []spec[Client] {
 			field: func(c *Client) any { return &c.Core.Service }, required: true},
 		{Key: k("client.instance", "", "identity of this process among the service's replicas; empty: a random id per process"),
 			field: func(c *Client) any { return &c.Core.Instance }},
-		{Key: secret(k("client.token", "", "token presented at the handshake (secret: prefer the file or the environment to the flag)")),
+		{Key: secret(k("client.token", "", "token presented at the handshake as Authorization: Bearer (secret: prefer the file or the environment to the flag)")),
 			field: func(c *Client) any { return &c.Core.Token }},
+		{Key: k("client.tls_ca_file", "", "PEM CA certificates the TxManager's certificate is verified against (wss:// only); unset: the system roots"),
+			field: func(c *Client) any { return &c.TLSFiles.CAFile }},
+		{Key: k("client.tls_cert_file", "", "PEM client certificate presented to the TxManager (wss:// only), with client.tls_key_file"),
+			field: func(c *Client) any { return &c.TLSFiles.CertFile }},
+		{Key: k("client.tls_key_file", "", "PEM private key of client.tls_cert_file"),
+			field: func(c *Client) any { return &c.TLSFiles.KeyFile }},
 		dur("client.request_timeout", "10s", "bound of each request to the TxManager when the caller's context has no earlier deadline",
 			func(c *Client) *time.Duration { return &c.Core.RequestTimeout }),
 		{Key: k("client.group_timeout", "0s", "deadline asked for new groups; 0s: the TxManager's group_timeout"),
@@ -193,6 +226,20 @@ func checkWSURL(s string) error {
 	}
 	if (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
 		return fmt.Errorf("%q must be a ws:// or wss:// URL with a host", u.Redacted())
+	}
+	return nil
+}
+
+// checkOrigin accepts a browser origin as sent in the Origin header:
+// scheme://host[:port], nothing more.
+func checkOrigin(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") ||
+		u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q is not an origin: want http(s)://host[:port] (origins are matched exactly; there is no wildcard)", s)
+	}
+	if u.Path == "/" {
+		return fmt.Errorf("%q is not an origin: drop the trailing slash (browsers send none)", s)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"regexp"
 	"slices"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/golcn/golcn/txmanager"
 )
 
 // ErrUnknownKey is wrapped by the KeyError for a key in the file that no
@@ -40,6 +43,37 @@ func (e *KeyError) Error() string {
 }
 
 func (e *KeyError) Unwrap() error { return e.Err }
+
+// subKeyError is a parser's error about one part of a list value: sub is
+// appended to the key's name ("[2].role" for auth.tokens[2].role).
+type subKeyError struct {
+	sub string
+	err error
+}
+
+func (e *subKeyError) Error() string { return e.sub + ": " + e.err.Error() }
+
+func subErr(sub string, err error) error { return &subKeyError{sub: sub, err: err} }
+
+// keyErrors turns a parser's error into one *KeyError per problem, named
+// by the key and, for a problem in a list item, the item's part.
+func keyErrors(key, source string, err error) []error {
+	var parts []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		parts = j.Unwrap()
+	} else {
+		parts = []error{err}
+	}
+	out := make([]error, 0, len(parts))
+	for _, e := range parts {
+		k := key
+		if se, ok := e.(*subKeyError); ok {
+			k, e = key+se.sub, se.err
+		}
+		out = append(out, &KeyError{Key: k, Source: source, Err: e})
+	}
+	return out
+}
 
 const (
 	configFlag = "config"
@@ -156,7 +190,7 @@ func load[T any](prog, title string, specs []spec[T], args, environ []string, he
 			if from == "default" && s.Default == "" {
 				from = "" // nobody set it
 			}
-			errs = append(errs, &KeyError{Key: s.Name, Source: from, Err: err})
+			errs = append(errs, keyErrors(s.Name, from, err)...)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -318,10 +352,16 @@ func typeName(field any) string {
 		return "string"
 	case *time.Duration:
 		return "duration"
-	case *int:
+	case *int, *int64:
 		return "int"
+	case *float64:
+		return "float"
 	case *bool:
 		return "bool"
+	case *[]string:
+		return "list"
+	case *[]txmanager.Credential:
+		return "tokens"
 	}
 	panic(fmt.Sprintf("config: unsupported field type %T", field))
 }
@@ -390,10 +430,51 @@ func (s spec[T]) parseInto(out *T, raw any) error {
 		if err != nil {
 			return err
 		}
-		if n < 0 {
-			return fmt.Errorf("must not be negative, got %d", n)
+		if err := s.checkSign(n < 0, n == 0, n); err != nil {
+			return err
 		}
 		*p = n
+	case *int64:
+		n, err := parseInt64(raw)
+		if err != nil {
+			return err
+		}
+		if err := s.checkSign(n < 0, n == 0, n); err != nil {
+			return err
+		}
+		*p = n
+	case *float64:
+		f, err := parseFloat(raw)
+		if err != nil {
+			return err
+		}
+		if err := s.checkSign(f < 0, f == 0, f); err != nil {
+			return err
+		}
+		*p = f
+	case *[]string:
+		items, err := parseList(raw)
+		if err != nil {
+			return err
+		}
+		if s.check != nil {
+			var errs []error
+			for i, it := range items {
+				if err := s.check(it); err != nil {
+					errs = append(errs, subErr(fmt.Sprintf("[%d]", i), err))
+				}
+			}
+			if err := errors.Join(errs...); err != nil {
+				return err
+			}
+		}
+		*p = items
+	case *[]txmanager.Credential:
+		creds, err := parseCredentials(raw)
+		if err != nil {
+			return err
+		}
+		*p = creds
 	case *bool:
 		switch v := raw.(type) {
 		case bool:
@@ -409,6 +490,17 @@ func (s spec[T]) parseInto(out *T, raw any) error {
 		}
 	default:
 		panic(fmt.Sprintf("config: unsupported field type %T", p))
+	}
+	return nil
+}
+
+// checkSign rejects a negative number, and 0 when s.positive.
+func (s spec[T]) checkSign(negative, zero bool, n any) error {
+	switch {
+	case negative:
+		return fmt.Errorf("must not be negative, got %v", n)
+	case zero && s.positive:
+		return errors.New("must be positive, got 0")
 	}
 	return nil
 }
@@ -456,6 +548,94 @@ func parseInt(raw any) (int, error) {
 	return 0, fmt.Errorf("integer %v out of range", raw)
 }
 
+func parseInt64(raw any) (int64, error) {
+	switch v := raw.(type) {
+	case int:
+		return int64(v), nil
+	case int64:
+		return v, nil
+	case uint64:
+		if v <= math.MaxInt64 {
+			return int64(v), nil
+		}
+		return 0, fmt.Errorf("integer %v out of range", v)
+	case string:
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("invalid integer %q", v)
+		}
+		return n, nil
+	}
+	return 0, fmt.Errorf("want an integer, got %s", describe(raw))
+}
+
+func parseFloat(raw any) (float64, error) {
+	var f float64
+	switch v := raw.(type) {
+	case int:
+		f = float64(v)
+	case int64:
+		f = float64(v)
+	case uint64:
+		f = float64(v)
+	case float64:
+		f = v
+	case string:
+		var err error
+		if f, err = strconv.ParseFloat(v, 64); err != nil {
+			return 0, fmt.Errorf("invalid number %q", v)
+		}
+	default:
+		return 0, fmt.Errorf("want a number, got %s", describe(raw))
+	}
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, fmt.Errorf("want a finite number, got %v", f)
+	}
+	return f, nil
+}
+
+// parseList reads a list of strings: a YAML list, or a comma-separated
+// string (the environment, a flag, or the file). Items are trimmed and
+// must not be empty; "" is the empty list.
+func parseList(raw any) ([]string, error) {
+	var items []string
+	switch v := raw.(type) {
+	case string:
+		if strings.TrimSpace(v) == "" {
+			return nil, nil
+		}
+		items = strings.Split(v, ",")
+	case []any:
+		var errs []error
+		for i, it := range v {
+			s, ok := it.(string)
+			if !ok {
+				errs = append(errs, subErr(fmt.Sprintf("[%d]", i), fmt.Errorf("want a string, got %s (quote it)", describe(it))))
+			}
+			items = append(items, s)
+		}
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("want a list of strings, got %s", describe(raw))
+	}
+	var errs []error
+	for i := range items {
+		items[i] = strings.TrimSpace(items[i])
+		if items[i] == "" {
+			errs = append(errs, subErr(fmt.Sprintf("[%d]", i), errors.New("empty item")))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if len(items) == 0 {
+		return nil, nil
+	}
+	return items, nil
+}
+
 // attrs renders the settings of v for String and LogValue, with secrets
 // redacted.
 func attrs[T any](specs []spec[T], v *T) []slog.Attr {
@@ -475,8 +655,16 @@ func attrs[T any](specs []spec[T], v *T) []slog.Attr {
 			as = append(as, slog.Duration(s.Name, *p))
 		case *int:
 			as = append(as, slog.Int(s.Name, *p))
+		case *int64:
+			as = append(as, slog.Int64(s.Name, *p))
+		case *float64:
+			as = append(as, slog.Float64(s.Name, *p))
 		case *bool:
 			as = append(as, slog.Bool(s.Name, *p))
+		case *[]string:
+			as = append(as, slog.String(s.Name, strings.Join(*p, ",")))
+		case *[]txmanager.Credential:
+			as = append(as, slog.String(s.Name, showCredentials(*p)))
 		}
 	}
 	return as

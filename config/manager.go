@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,9 +25,20 @@ type Manager struct {
 	DataDir string
 	// Redis is used when Store is StoreRedis.
 	Redis Redis
+	// TLSFiles are the keys tls.cert_file, tls.key_file and
+	// tls.client_ca_file.
+	TLSFiles TLSFiles
+	// TLS is the listener's configuration, built by LoadManager from
+	// TLSFiles: the server certificate, and when tls.client_ca_file is set
+	// the CAs that verify the client certificates presented (clients may
+	// present none and use a token). Nil when tls.cert_file and
+	// tls.key_file are unset: plain HTTP and ws://.
+	TLS *tls.Config
 	// Core is the TxManager's own configuration, with defaults applied
-	// and validated. Its Logger is slog.Default(); cmd/txmanager replaces
-	// it with one built from LogLevel and LogFormat.
+	// and validated: the timings, Auth (keys auth.*; Auth.ClientCerts is
+	// set only with tls.client_ca_file) and the limits.* keys. Its Logger
+	// is slog.Default(); cmd/txmanager replaces it with one built from
+	// LogLevel and LogFormat.
 	Core txmanager.Config
 	// LogLevel is "debug", "info" (default), "warn" or "error".
 	LogLevel string
@@ -60,18 +73,43 @@ func loadManager(args, environ []string, help io.Writer) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	var errs []error
 	switch {
 	case m.Store == StoreRedis && m.Redis.Addr == "":
-		return nil, &KeyError{Key: "redis.addr", Err: fmt.Errorf("required when store is redis (store from %s); set it in the file, with env %s or with flag --%s",
-			src["store"], envName("redis.addr"), flagName("redis.addr", ""))}
+		errs = append(errs, &KeyError{Key: "redis.addr", Err: fmt.Errorf("required when store is redis (store from %s); set it in the file, with env %s or with flag --%s",
+			src["store"], envName("redis.addr"), flagName("redis.addr", ""))})
 	case m.Store == StoreBolt && m.DataDir == "":
-		return nil, &KeyError{Key: "data_dir", Source: src["data_dir"], Err: fmt.Errorf("must not be empty when store is bolt")}
+		errs = append(errs, &KeyError{Key: "data_dir", Source: src["data_dir"], Err: fmt.Errorf("must not be empty when store is bolt")})
+	}
+	var tlsErrs []error
+	m.TLS, tlsErrs = serverTLS(m.TLSFiles, src)
+	errs = append(errs, tlsErrs...)
+	a := &m.Core.Auth
+	if a.ClientCerts && m.TLSFiles.CAFile == "" {
+		errs = append(errs, &KeyError{Key: "auth.client_certs", Source: src["auth.client_certs"],
+			Err: errors.New("requires tls.client_ca_file (and tls.cert_file, tls.key_file): the CAs that client certificates are verified against")})
+	}
+	if len(a.Credentials) == 0 && !a.ClientCerts && !a.Insecure {
+		errs = append(errs, errNoCredentials())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	m.Core = m.Core.WithDefaults()
 	if err := m.Core.Validate(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	return m, nil
+}
+
+// errNoCredentials is what a TxManager with no authentication configured
+// says: how to configure it, or to run without.
+func errNoCredentials() error {
+	return &KeyError{Key: "auth.tokens", Err: errors.New(`no client credentials configured; the TxManager will not run open to anyone who reaches its port. Either:
+  - list the accepted tokens by their SHA-256: auth.tokens in the file, env LCN_AUTH_TOKENS or flag --auth-tokens,
+    as service=<sha256 hex>[:role] (make a token: TOKEN=$(openssl rand -hex 32); its hash: printf %s "$TOKEN" | txmanager hash-token), or
+  - for development only, run without authentication: flag --auth-insecure, env LCN_AUTH_INSECURE=true or auth.insecure: true in the file.
+See docs/configuration.md`)}
 }
 
 // Level returns LogLevel as a slog.Level (slog.LevelInfo if it is not one

@@ -111,7 +111,7 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{
 		cfg:     cfg,
 		log:     cfg.Logger.With("service", cfg.Service, "instance", cfg.Instance),
-		dialer:  &websocket.Dialer{HandshakeTimeout: cfg.RequestTimeout},
+		dialer:  &websocket.Dialer{HandshakeTimeout: cfg.RequestTimeout, TLSClientConfig: cfg.TLS},
 		pending: make(map[uint64]chan *wire.Message),
 		connCh:  make(chan struct{}),
 		ctx:     ctx,
@@ -216,16 +216,22 @@ func (c *Client) dial() (*clientConn, error) {
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.RequestTimeout)
 	defer cancel()
 	hdr := http.Header{}
+	if c.cfg.Token != "" {
+		hdr.Set("Authorization", "Bearer "+c.cfg.Token)
+	}
 	ws, resp, err := c.dialer.DialContext(ctx, c.cfg.ManagerURL, hdr)
 	if resp != nil && resp.Body != nil {
 		_ = resp.Body.Close()
 	}
 	if err != nil {
+		if resp != nil && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) {
+			return nil, fmt.Errorf("dial %s: refused with %s: check client.token (or the client certificate)", c.cfg.ManagerURL, resp.Status)
+		}
 		return nil, fmt.Errorf("dial %s: %w", c.cfg.ManagerURL, err)
 	}
 	ws.SetReadLimit(wire.MaxFrame)
 	hello := &wire.Message{Type: wire.TypeHello, ID: c.nextID.Add(1), Service: c.cfg.Service,
-		Instance: c.cfg.Instance, Token: c.cfg.Token, Held: c.reg.refs()}
+		Instance: c.cfg.Instance, Held: c.reg.refs()}
 	frame, err := wire.Encode(hello)
 	if err != nil {
 		_ = ws.Close()

@@ -1,6 +1,7 @@
 package txclient
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,9 +21,13 @@ type Config struct {
 	// are routed by instance, never by service name. Default: a random id
 	// made at New.
 	Instance string
-	// Token authenticates the client at the handshake. May be empty while the
-	// TxManager runs without authentication.
+	// Token authenticates the client: it is sent as "Authorization: Bearer
+	// <token>" at the websocket handshake. May be empty when the TxManager
+	// runs without authentication or authenticates by client certificate.
 	Token string
+	// TLS configures wss:// connections (trusted roots, a client
+	// certificate). Nil means the system roots and no client certificate.
+	TLS *tls.Config
 	// RequestTimeout bounds each request to the TxManager when the caller's
 	// context has no earlier deadline. Default 10s.
 	RequestTimeout time.Duration

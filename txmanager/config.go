@@ -27,6 +27,16 @@ type Config struct {
 	// PingInterval is how often the TxManager pings each client session; a
 	// session that answers nothing for two intervals is closed. Default 10s.
 	PingInterval time.Duration
+	// Auth says who may talk to the TxManager. With no credentials, no
+	// client certificates and Insecure unset, New refuses to start.
+	Auth AuthConfig
+	// MessageRate and MessageBurst bound the messages one client session
+	// may send per second (a flooding client is throttled, others are not
+	// slowed). Defaults 2000 and 4000.
+	MessageRate  float64
+	MessageBurst int
+	// MaxBodyBytes bounds REST request bodies. Default 1 MiB.
+	MaxBodyBytes int64
 	// Logger receives the TxManager's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -45,6 +55,15 @@ func (c Config) WithDefaults() Config {
 	def(&c.RetryMax, 10*time.Second)
 	def(&c.Retention, 24*time.Hour)
 	def(&c.PingInterval, 10*time.Second)
+	if c.MessageRate == 0 {
+		c.MessageRate = 2000
+	}
+	if c.MessageBurst == 0 {
+		c.MessageBurst = 4000
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -74,6 +93,15 @@ func (c Config) Validate() error {
 	}
 	if c.Retention < c.MaxGroupTimeout {
 		errs = append(errs, fmt.Errorf("retention (%s) must be at least max_group_timeout (%s)", c.Retention, c.MaxGroupTimeout))
+	}
+	if c.MessageRate <= 0 || c.MessageBurst <= 0 {
+		errs = append(errs, fmt.Errorf("limits.message_rate and limits.message_burst must be positive, got %v and %d", c.MessageRate, c.MessageBurst))
+	}
+	if c.MaxBodyBytes <= 0 {
+		errs = append(errs, fmt.Errorf("limits.max_body_bytes must be positive, got %d", c.MaxBodyBytes))
+	}
+	if err := c.Auth.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("txmanager: invalid config: %w", err)

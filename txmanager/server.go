@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golcn/golcn/internal/gid"
@@ -25,6 +26,7 @@ import (
 type Server struct {
 	cfg   Config
 	store Store
+	auth  atomic.Pointer[authenticator]
 	log   *slog.Logger
 	now   func() time.Time
 
@@ -74,7 +76,32 @@ func New(cfg Config, store Store, opts ...Option) (*Server, error) {
 	for _, o := range opts {
 		o(s)
 	}
+	if err := s.SetAuth(cfg.Auth); err != nil {
+		return nil, err
+	}
+	if cfg.Auth.Insecure {
+		s.log.Warn("AUTHENTICATION DISABLED (auth.insecure): any client that reaches this port can decide groups; development only")
+	}
 	return s, nil
+}
+
+// SetAuth replaces the accepted credentials while the server runs (token
+// rotation: sessions already open stay open; new handshakes and REST calls
+// use the new table). It refuses a configuration New would refuse.
+func (s *Server) SetAuth(cfg AuthConfig) error {
+	a, err := newAuthenticator(cfg)
+	if err != nil {
+		return fmt.Errorf("txmanager: invalid config: %w", err)
+	}
+	s.auth.Store(a)
+	return nil
+}
+
+// Sessions returns the number of open client sessions.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
 }
 
 // Run runs the reaper and the phase-2 retrier until ctx is done or Close is
@@ -82,7 +109,17 @@ func New(cfg Config, store Store, opts ...Option) (*Server, error) {
 func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Register the loops under mu, where Close marks the server closed, so
+	// that Close's Wait never races this Add.
+	s.mu.Lock()
+	select {
+	case <-s.closed:
+		s.mu.Unlock()
+		return nil
+	default:
+	}
 	s.wg.Add(2)
+	s.mu.Unlock()
 	go func() { defer s.wg.Done(); s.reapLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.retryLoop(ctx) }()
 	select {
@@ -97,8 +134,8 @@ func (s *Server) Run(ctx context.Context) error {
 // for all of them. It does not close the store. Safe to call more than once.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
-		close(s.closed)
 		s.mu.Lock()
+		close(s.closed)
 		sessions := make([]*session, 0, len(s.sessions))
 		for _, ss := range s.sessions {
 			sessions = append(sessions, ss)
@@ -176,7 +213,7 @@ func (s *Server) create(ctx context.Context, sess *session, timeout time.Duratio
 		ID:             gid.New(),
 		State:          GroupActive,
 		StarterService: sess.service,
-		Starter:        sess.instance,
+		Starter:        sess.id,
 		CreatedMS:      now,
 		DeadlineMS:     now + timeout.Milliseconds(),
 	}
@@ -306,11 +343,13 @@ func (s *Server) retryOnce(ctx context.Context) {
 }
 
 // Handler returns the TxManager's HTTP handler: the client websocket at
-// /v1/ws, GET /v1/groups/{id}, /healthz and /readyz.
+// /v1/ws, GET /v1/groups/{id} (admin role), /healthz and /readyz (no
+// credentials needed). Every other request is authenticated with the
+// current credentials; request bodies are bounded by MaxBodyBytes.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/ws", s.serveWS)
-	mux.HandleFunc("GET /v1/groups/{id}", s.serveGroup)
+	mux.Handle("GET /v1/groups/{id}", s.requireRole(RoleAdmin, http.HandlerFunc(s.serveGroup)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -321,9 +360,48 @@ func (s *Server) Handler() http.Handler {
 			writeError(w, http.StatusServiceUnavailable, "store unreachable: "+err.Error())
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		body := map[string]any{"status": "ready"}
+		if s.auth.Load().cfg.Insecure {
+			body["insecure"] = true
+			body["warning"] = "authentication disabled (auth.insecure)"
+		}
+		writeJSON(w, http.StatusOK, body)
 	})
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// requireRole authenticates the request and refuses callers without role.
+func (s *Server) requireRole(role Role, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := s.auth.Load().authenticate(r, s.now())
+		if err != nil {
+			s.refuse(w, r, err)
+			return
+		}
+		if p.role < role {
+			s.log.Warn("request refused: role", "service", p.service, "role", p.role, "need", role, "path", r.URL.Path)
+			writeError(w, http.StatusForbidden, "this endpoint needs the "+role.String()+" role")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// refuse answers an authentication failure and logs it (never the
+// credential itself).
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	code := http.StatusUnauthorized
+	var ae *errAuth
+	if errors.As(err, &ae) {
+		code = ae.status
+	}
+	s.log.Warn("request refused: authentication", "remote", r.RemoteAddr, "path", r.URL.Path, "reason", err.Error())
+	writeError(w, code, err.Error())
 }
 
 // Group returns the store's record of a group (for operators and tests).

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/golcn/golcn/internal/wire"
 )
@@ -26,8 +27,9 @@ const writeWait = 10 * time.Second
 var upgrader = websocket.Upgrader{
 	ReadBufferSize:  4096,
 	WriteBufferSize: 4096,
-	// Clients are services, not browsers: a browser Origin is refused.
-	CheckOrigin: func(r *http.Request) bool { return r.Header.Get("Origin") == "" },
+	// The Origin header is checked against auth.allowed_origins, with the
+	// credentials, before the upgrade (authenticator.authenticate).
+	CheckOrigin: func(r *http.Request) bool { return true },
 }
 
 // session is one client's websocket. It has exactly one reader goroutine
@@ -39,7 +41,12 @@ type session struct {
 	conn     *websocket.Conn
 	service  string
 	instance string
-	log      *slog.Logger
+	// id is the session's identity in the core and the store:
+	// "<service>/<instance>", where service is the authenticated one, so a
+	// client can never speak for a branch of another service.
+	id      string
+	log     *slog.Logger
+	limiter *rate.Limiter
 
 	out       chan *wire.Message
 	done      chan struct{} // closed by close()
@@ -57,13 +64,18 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	default:
 	}
+	who, err := s.auth.Load().authenticate(r, s.now())
+	if err != nil {
+		s.refuse(w, r, err)
+		return
+	}
 	conn, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		s.log.Info("websocket upgrade refused", "remote", r.RemoteAddr, "err", err)
 		return
 	}
 	conn.SetReadLimit(wire.MaxFrame)
-	sess, err := s.handshake(conn)
+	sess, err := s.handshake(conn, who)
 	if err != nil {
 		s.log.Info("handshake failed", "remote", r.RemoteAddr, "err", err)
 		_ = conn.WriteControl(websocket.CloseMessage,
@@ -71,14 +83,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		_ = conn.Close()
 		return
 	}
-	s.wg.Add(2)
+	// handshake counted these two goroutines in s.wg.
 	go func() { defer s.wg.Done(); sess.writeLoop() }()
 	go func() { defer s.wg.Done(); sess.readLoop() }()
 }
 
 // handshake reads the hello, registers the session (replacing an older one of
 // the same instance) and answers it.
-func (s *Server) handshake(conn *websocket.Conn) (*session, error) {
+func (s *Server) handshake(conn *websocket.Conn, who principal) (*session, error) {
 	_ = conn.SetReadDeadline(time.Now().Add(helloTimeout))
 	_, frame, err := conn.ReadMessage()
 	if err != nil {
@@ -91,14 +103,18 @@ func (s *Server) handshake(conn *websocket.Conn) (*session, error) {
 	if m.Type != wire.TypeHello {
 		return nil, fmt.Errorf("first message is %q, want hello", m.Type)
 	}
+	if who.service != "" && m.Service != who.service {
+		return nil, fmt.Errorf("hello names service %q but the credentials are for service %q", m.Service, who.service)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	sess := &session{
-		srv: s, conn: conn, service: m.Service, instance: m.Instance,
-		log:  s.log.With("service", m.Service, "instance", m.Instance),
-		out:  make(chan *wire.Message, 1024),
-		done: make(chan struct{}),
-		sem:  make(chan struct{}, maxInflight),
-		ctx:  ctx, cancel: cancel,
+		srv: s, conn: conn, service: m.Service, instance: m.Instance, id: m.Service + "/" + m.Instance,
+		limiter: rate.NewLimiter(rate.Limit(s.cfg.MessageRate), s.cfg.MessageBurst),
+		log:     s.log.With("service", m.Service, "instance", m.Instance),
+		out:     make(chan *wire.Message, 1024),
+		done:    make(chan struct{}),
+		sem:     make(chan struct{}, maxInflight),
+		ctx:     ctx, cancel: cancel,
 	}
 	s.mu.Lock()
 	select {
@@ -108,8 +124,9 @@ func (s *Server) handshake(conn *websocket.Conn) (*session, error) {
 		return nil, errors.New("txmanager shutting down")
 	default:
 	}
-	old := s.sessions[m.Instance]
-	s.sessions[m.Instance] = sess
+	old := s.sessions[sess.id]
+	s.sessions[sess.id] = sess
+	s.wg.Add(2) // the session's reader and writer, started by serveWS
 	s.mu.Unlock()
 	if old != nil {
 		old.close("replaced by a new connection of the same instance")
@@ -121,7 +138,7 @@ func (s *Server) handshake(conn *websocket.Conn) (*session, error) {
 		held := m.Held
 		sess.spawn(func() {
 			for _, h := range held {
-				if _, err := s.step(sess.ctx, Event{Kind: EvResync, Group: h.Group, Instance: sess.instance, BranchID: h.Branch}); err != nil {
+				if _, err := s.step(sess.ctx, Event{Kind: EvResync, Group: h.Group, Instance: sess.id, BranchID: h.Branch}); err != nil {
 					sess.log.Warn("resync", "group", h.Group, "branch", h.Branch, "err", err)
 				}
 			}
@@ -171,8 +188,8 @@ func (ss *session) closeWith(code int, reason string) {
 		close(ss.done)
 		ss.cancel()
 		ss.srv.mu.Lock()
-		if ss.srv.sessions[ss.instance] == ss {
-			delete(ss.srv.sessions, ss.instance)
+		if ss.srv.sessions[ss.id] == ss {
+			delete(ss.srv.sessions, ss.id)
 		}
 		ss.srv.mu.Unlock()
 	})
@@ -231,6 +248,11 @@ func (ss *session) readLoop() {
 			return
 		}
 		_ = ss.conn.SetReadDeadline(time.Now().Add(idle))
+		// A client sending faster than its limit is throttled here: its own
+		// reads stall, nobody else's do.
+		if err := ss.limiter.Wait(ss.ctx); err != nil {
+			return
+		}
 		m, err := wire.Decode(frame)
 		if err != nil {
 			ss.log.Warn("malformed frame: closing session", "err", err)
@@ -284,7 +306,7 @@ func (ss *session) handle(m *wire.Message) *wire.Message {
 	default:
 		return wire.Errorf(m.ID, wire.CodeBadRequest, "unexpected %s request", m.Type)
 	}
-	ev.Group, ev.Instance = m.Group, ss.instance
+	ev.Group, ev.Instance = m.Group, ss.id
 	r, err := s.step(ctx, ev)
 	if err != nil {
 		ss.log.Warn("request failed", "type", m.Type, "group", m.Group, "err", err)

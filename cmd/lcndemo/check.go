@@ -24,8 +24,8 @@ type Check struct {
 // converge asks the TxManager about every group until all are terminal or
 // timeout passes, and returns the last view of each (a group the TxManager
 // does not know has State "UNKNOWN").
-func converge(ctx context.Context, tmURL string, ids []string, timeout time.Duration) (map[string]txmanager.GroupView, error) {
-	hc := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
+func converge(ctx context.Context, tmURL, adminToken string, ids []string, timeout time.Duration) (map[string]txmanager.GroupView, error) {
+	hc := &http.Client{Transport: bearer{token: adminToken, base: &http.Transport{}}, Timeout: 10 * time.Second}
 	defer hc.CloseIdleConnections()
 	views := make(map[string]txmanager.GroupView, len(ids))
 	pending := slices.Clone(ids)
@@ -53,6 +53,20 @@ func converge(ctx context.Context, tmURL string, ids []string, timeout time.Dura
 		}
 	}
 }
+
+// bearer adds an Authorization header to every request.
+type bearer struct {
+	token string
+	base  *http.Transport
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.base.RoundTrip(r)
+}
+
+func (b bearer) CloseIdleConnections() { b.base.CloseIdleConnections() }
 
 func groupView(ctx context.Context, hc *http.Client, tmURL, id string) (txmanager.GroupView, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, tmURL+"/v1/groups/"+id, nil)

@@ -37,7 +37,10 @@ type cluster struct {
 	store   string // description for the summary
 	mode    string // the services' branch mode
 
-	tmURL   string // http://127.0.0.1:port
+	tmURL string // http://127.0.0.1:port
+	// tokens are the per-service credentials the demo's TxManager accepts
+	// (made fresh for each run; only their hashes go to the TxManager).
+	tokens  map[string]string
 	orderDB *sql.DB
 	stockDB *sql.DB
 	acctDB  *sql.DB
@@ -130,7 +133,18 @@ func (c *cluster) startTxManager(ctx context.Context, opts Options, dir string) 
 		c.store = "bolt " + path
 	}
 	c.closers = append(c.closers, store.Close)
-	tm, err := txmanager.New(txmanager.Config{Retention: retention, Logger: c.log.With("component", "txmanager")}, store)
+	c.tokens = make(map[string]string)
+	var creds []txmanager.Credential
+	for _, svc := range []string{"order", "stock", "account", adminService} {
+		c.tokens[svc] = randomHex(32)
+		role := txmanager.RoleService
+		if svc == adminService {
+			role = txmanager.RoleAdmin
+		}
+		creds = append(creds, txmanager.Credential{Service: svc, TokenSHA256: txmanager.HashToken(c.tokens[svc]), Role: role})
+	}
+	tm, err := txmanager.New(txmanager.Config{Retention: retention, Logger: c.log.With("component", "txmanager"),
+		Auth: txmanager.AuthConfig{Credentials: creds}}, store)
 	if err != nil {
 		return err
 	}
@@ -192,7 +206,7 @@ func (c *cluster) databases(ctx context.Context, opts Options, dir string) (map[
 // startService starts one service: its TxManager session, its proxied
 // database, and its HTTP server. It returns the service's base URL.
 func (c *cluster) startService(ctx context.Context, name, dsn string, setup func(*sql.DB, *txclient.Client) (http.Handler, error)) (string, error) {
-	cl, err := txclient.New(txclient.Config{ManagerURL: "ws" + c.tmURL[len("http"):] + "/v1/ws", Service: name,
+	cl, err := txclient.New(txclient.Config{ManagerURL: "ws" + c.tmURL[len("http"):] + "/v1/ws", Service: name, Token: c.tokens[name],
 		Logger: c.log.With("component", name)})
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", name, err)
@@ -262,6 +276,10 @@ func (c *cluster) close() error {
 	c.wg.Wait()
 	return errors.Join(errs...)
 }
+
+// adminService names the demo's own operator credential, used to read
+// group records from the TxManager.
+const adminService = "lcndemo"
 
 func randomHex(n int) string {
 	b := make([]byte, n)

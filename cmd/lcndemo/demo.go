@@ -141,7 +141,7 @@ func run(ctx context.Context, opts Options, stdout, stderr io.Writer) (sum Summa
 			ids = append(ids, r.resp.OrderID)
 		}
 	}
-	views, err := converge(cctx, c.tmURL, ids, opts.ConvergeTimeout)
+	views, err := converge(cctx, c.tmURL, c.tokens[adminService], ids, opts.ConvergeTimeout)
 	if err != nil {
 		return sum, err
 	}

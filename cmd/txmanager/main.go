@@ -1,11 +1,31 @@
 // Command txmanager runs the golcn TxManager.
 //
-// With no flags it keeps its state in an embedded file store under
-// ./lcn-data and listens on :8070 (websocket for clients at /v1/ws, group
-// lookup at /v1/groups/{id}, /healthz and /readyz). Every setting comes from
-// defaults, a YAML file (--config or LCN_CONFIG), LCN_* environment
-// variables and flags, in increasing priority; see docs/configuration.md or
-// `txmanager --help`. A bad setting stops it with a message naming the key.
+// It listens on :8070 (websocket for clients at /v1/ws, group lookup at
+// /v1/groups/{id}, /healthz and /readyz) and keeps its state in an embedded
+// file store under ./lcn-data. Every setting comes from defaults, a YAML
+// file (--config or LCN_CONFIG), LCN_* environment variables and flags, in
+// increasing priority; see docs/configuration.md or `txmanager --help`. A
+// bad setting stops it with a message naming the key.
+//
+// It refuses to start without client credentials: list the accepted tokens
+// by their SHA-256 (auth.tokens, LCN_AUTH_TOKENS or --auth-tokens, as
+// service=<sha256 hex>[:role[:expires]]), or accept client certificates
+// (auth.client_certs), or, for development only, run without
+// authentication with --auth-insecure. So `txmanager` with no flags stops
+// with an error saying exactly that; `txmanager --auth-insecure` runs a
+// development TxManager.
+//
+//	txmanager hash-token
+//
+// reads a token from standard input and prints its SHA-256 in hex, the
+// form auth.tokens takes (a single trailing newline is ignored).
+//
+// With tls.cert_file and tls.key_file it serves HTTPS and wss://.
+//
+// SIGHUP reloads the credentials without a restart: the configuration is
+// read again (same flags and environment, the file re-read) and its auth.*
+// settings replace the running ones; a configuration that does not load is
+// logged and the old credentials stay. Other settings change at restart.
 //
 // SIGINT or SIGTERM shuts it down: it stops accepting connections, closes
 // client sessions (clients reconnect to another TxManager or to this one
@@ -13,10 +33,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -34,9 +56,29 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "hash-token" {
+		if err := hashToken(os.Stdin, os.Stdout, os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "txmanager hash-token:", err)
+			os.Exit(2)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Environ(), nil)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reload := make(chan struct{})
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	err := run(ctx, os.Args[1:], os.Environ(), os.Stderr, reload, nil)
 	stop()
+	signal.Stop(hup)
 	if err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			os.Exit(0)
@@ -46,14 +88,40 @@ func main() {
 	}
 }
 
-// run runs the TxManager until ctx is done. If ready is not nil it receives
-// the listening address once the server accepts connections.
-func run(ctx context.Context, args, environ []string, ready chan<- string) error {
+// hashToken prints the hex SHA-256 of the token read from in: the value of
+// auth.tokens[i].token_sha256. One trailing newline (\n or \r\n) is not
+// part of the token, so that `echo "$TOKEN" | txmanager hash-token` and
+// `printf %s "$TOKEN" | txmanager hash-token` agree.
+func hashToken(in io.Reader, out io.Writer, args []string) error {
+	if len(args) > 0 {
+		return errors.New("takes no arguments: it reads the token from standard input (printf %s \"$TOKEN\" | txmanager hash-token)")
+	}
+	b, err := io.ReadAll(io.LimitReader(in, 64<<10))
+	if err != nil {
+		return err
+	}
+	b = bytes.TrimSuffix(b, []byte("\n"))
+	b = bytes.TrimSuffix(b, []byte("\r"))
+	switch {
+	case len(b) == 0:
+		return errors.New("no token on standard input")
+	case bytes.ContainsAny(b, "\r\n"):
+		return errors.New("one token, on one line, expected on standard input")
+	}
+	_, err = fmt.Fprintln(out, txmanager.HashToken(string(b)))
+	return err
+}
+
+// run runs the TxManager until ctx is done. Its logs go to logOut. Each
+// value received on reload reloads the credentials (main sends one per
+// SIGHUP); reload may be nil. If ready is not nil it receives the
+// listening address once the server accepts connections.
+func run(ctx context.Context, args, environ []string, logOut io.Writer, reload <-chan struct{}, ready chan<- string) error {
 	cfg, err := config.LoadManager(args, environ)
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg)
+	log := newLogger(cfg, logOut)
 	cfg.Core.Logger = log
 	log.Info("starting txmanager", "config", cfg)
 
@@ -71,24 +139,40 @@ func run(ctx context.Context, args, environ []string, ready chan<- string) error
 	if err != nil {
 		return fmt.Errorf("listen on %s (key listen): %w", cfg.Listen, err)
 	}
-	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	scheme := "http"
+	if cfg.TLS != nil {
+		ln = tls.NewListener(ln, cfg.TLS)
+		scheme = "https"
+	}
+	httpSrv := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Run(ctx) }()
 	go func() { errc <- httpSrv.Serve(ln) }()
-	log.Info("txmanager listening", "addr", ln.Addr().String(), "store", cfg.Store)
+	log.Info("txmanager listening", "addr", ln.Addr().String(), "scheme", scheme, "store", cfg.Store)
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
 
 	pending := 2
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down")
-	case err := <-errc:
-		pending--
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("stopped", "err", err)
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down")
+			break loop
+		case <-reload:
+			reloadAuth(srv, args, environ, log)
+		case err := <-errc:
+			pending--
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("stopped", "err", err)
+			}
+			break loop
 		}
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -101,12 +185,30 @@ func run(ctx context.Context, args, environ []string, ready chan<- string) error
 	return nil
 }
 
-func newLogger(cfg *config.Manager) *slog.Logger {
+// reloadAuth loads the configuration again, as at start, and installs its
+// auth.* settings. On any error the running credentials stay.
+func reloadAuth(srv *txmanager.Server, args, environ []string, log *slog.Logger) {
+	cfg, err := config.LoadManager(args, environ)
+	if err == nil {
+		err = srv.SetAuth(cfg.Core.Auth)
+	}
+	if err != nil {
+		log.Error("credentials not reloaded: keeping the previous ones", "err", err)
+		return
+	}
+	a := cfg.Core.Auth
+	log.Info("credentials reloaded", "credentials", len(a.Credentials), "client_certs", a.ClientCerts, "insecure", a.Insecure)
+	if a.Insecure {
+		log.Warn("AUTHENTICATION DISABLED (auth.insecure): any client that reaches this port can decide groups; development only")
+	}
+}
+
+func newLogger(cfg *config.Manager, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.Level()}
 	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		return slog.New(slog.NewJSONHandler(w, opts))
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 func openStore(cfg *config.Manager) (txmanager.Store, error) {

@@ -353,11 +353,11 @@ func TestMalformedFrameClosesOnlyThatConnection(t *testing.T) {
 	good := newClient(t, m, "good")
 	for _, frame := range [][]byte{[]byte("{not json"), []byte(`{"v":1,"type":"vote","id":1,"group":"x"}`),
 		[]byte(`{"v":9,"type":"create","id":1}`), []byte(`{"v":1,"type":"create","id":1,"evil":true}`)} {
-		ws, _, err := websocket.DefaultDialer.Dial(m.url(), nil)
+		ws, _, err := websocket.DefaultDialer.Dial(m.url(), http.Header{"Authorization": {"Bearer " + m.tokens["svc-a"]}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		hello, _ := wire.Encode(&wire.Message{Type: wire.TypeHello, ID: 1, Service: "bad", Instance: "bad-1"})
+		hello, _ := wire.Encode(&wire.Message{Type: wire.TypeHello, ID: 1, Service: "svc-a", Instance: "bad-1"})
 		if err := ws.WriteMessage(websocket.TextMessage, hello); err != nil {
 			t.Fatal(err)
 		}
@@ -376,7 +376,7 @@ func TestMalformedFrameClosesOnlyThatConnection(t *testing.T) {
 		_ = ws.Close()
 	}
 	// An oversized frame is closed with 1009.
-	ws, _, err := websocket.DefaultDialer.Dial(m.url(), nil)
+	ws, _, err := websocket.DefaultDialer.Dial(m.url(), http.Header{"Authorization": {"Bearer " + m.tokens["svc-a"]}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,8 +55,9 @@ type manager struct {
 	kind   storeKind
 	cfg    txmanager.Config
 	addr   string
-	path   string        // bolt file
-	redis  *redis.Client // redis store client
+	tokens map[string]string // service -> token accepted by the TxManager
+	path   string            // bolt file
+	redis  *redis.Client     // redis store client
 	prefix string
 
 	srv    *txmanager.Server
@@ -68,9 +69,15 @@ type manager struct {
 
 func newManager(t *testing.T, kind storeKind, cfg txmanager.Config) *manager {
 	t.Helper()
-	m := &manager{t: t, kind: kind, cfg: cfg}
+	m := &manager{t: t, kind: kind, cfg: cfg, tokens: make(map[string]string)}
 	if m.cfg.Logger == nil {
 		m.cfg.Logger = quietLogger()
+	}
+	// Per-service tokens, as in production: the TxManager keeps hashes.
+	for _, svc := range testServices {
+		m.tokens[svc] = gid.New() + gid.New()
+		m.cfg.Auth.Credentials = append(m.cfg.Auth.Credentials,
+			txmanager.Credential{Service: svc, TokenSHA256: txmanager.HashToken(m.tokens[svc])})
 	}
 	switch kind {
 	case storeBolt:
@@ -176,10 +183,13 @@ func (m *manager) waitState(id string, want txmanager.GroupState) *txmanager.Gro
 	}
 }
 
+// testServices are the services the end-to-end tests run.
+var testServices = []string{"starter", "svc-a", "svc-b", "good"}
+
 // newClient connects a TxClient for service to m.
 func newClient(t *testing.T, m *manager, service string) *txclient.Client {
 	t.Helper()
-	c, err := txclient.New(txclient.Config{ManagerURL: m.url(), Service: service, Logger: quietLogger(),
+	c, err := txclient.New(txclient.Config{ManagerURL: m.url(), Service: service, Token: m.tokens[service], Logger: quietLogger(),
 		ReconnectMin: 20 * time.Millisecond, ReconnectMax: 200 * time.Millisecond, AskInterval: 500 * time.Millisecond,
 		RequestTimeout: 2 * time.Second})
 	if err != nil {

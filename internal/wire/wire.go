@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/golcn/golcn/internal/gid"
@@ -264,6 +265,9 @@ func (m *Message) Validate() error {
 	case TypeHello:
 		if m.Service == "" || m.Instance == "" {
 			return bad("service and instance are required")
+		}
+		if strings.Contains(m.Service, "/") || strings.Contains(m.Instance, "/") {
+			return bad("service and instance must not contain '/'")
 		}
 		for _, h := range m.Held {
 			if !gid.Valid(h.Group) || !gid.Valid(h.Branch) {

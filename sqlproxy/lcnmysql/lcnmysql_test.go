@@ -26,7 +26,7 @@ func TestOpenByName(t *testing.T) {
 	_, dsn := mdb.CreateDatabase(t)
 
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := txmanager.New(txmanager.Config{Logger: log}, txmanager.NewMemoryStore(txmanager.StoreOptions{}))
+	srv, err := txmanager.New(txmanager.Config{Logger: log, Auth: txmanager.AuthConfig{Insecure: true}}, txmanager.NewMemoryStore(txmanager.StoreOptions{}))
 	if err != nil {
 		t.Fatal(err)
 	}

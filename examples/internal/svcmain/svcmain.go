@@ -62,7 +62,9 @@ func run(ctx context.Context, s Service, listen, dialect, dsn, manager string) e
 		dsn = exdb.SQLiteDSN(dsn) // a plain path gets the demo's pragmas
 	}
 	log := slog.Default().With("service", s.Name)
-	client, err := txclient.New(txclient.Config{ManagerURL: manager, Service: s.Name})
+	// The token comes from the environment, never from a flag (flags show
+	// up in process listings).
+	client, err := txclient.New(txclient.Config{ManagerURL: manager, Service: s.Name, Token: os.Getenv("LCN_CLIENT_TOKEN")})
 	if err != nil {
 		return err
 	}
