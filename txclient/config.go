@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -76,6 +77,9 @@ func (c Config) Validate() error {
 	if c.Service == "" {
 		errs = append(errs, errors.New("service is required"))
 	}
+	if strings.Contains(c.Service, "/") || strings.Contains(c.Instance, "/") {
+		errs = append(errs, fmt.Errorf("service and instance must not contain '/' (got %q, %q)", c.Service, c.Instance))
+	}
 	for _, s := range []struct {
 		name string
 		d    time.Duration
@@ -95,4 +99,27 @@ func (c Config) Validate() error {
 		return fmt.Errorf("txclient: invalid config: %w", err)
 	}
 	return nil
+}
+
+// LogValue renders c for logs, with the token redacted.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("manager_url", c.ManagerURL), slog.String("service", c.Service), slog.String("instance", c.Instance),
+		slog.String("token", redact(c.Token)), slog.Bool("tls", c.TLS != nil),
+		slog.Duration("request_timeout", c.RequestTimeout), slog.Duration("group_timeout", c.GroupTimeout),
+		slog.Duration("ask_interval", c.AskInterval), slog.Duration("apply_timeout", c.ApplyTimeout))
+}
+
+// String renders c with the token redacted, so that printing a Config
+// never reveals it.
+func (c Config) String() string { return c.LogValue().String() }
+
+// GoString is String, so that %#v does not print the token either.
+func (c Config) GoString() string { return "txclient.Config" + c.String() }
+
+func redact(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "***"
 }

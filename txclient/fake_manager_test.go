@@ -3,6 +3,7 @@ package txclient
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -419,6 +420,7 @@ func TestConfigValidateNamesKeys(t *testing.T) {
 		{Config{Service: "s"}, "manager_url"},
 		{Config{ManagerURL: "http://x", Service: "s"}, "manager_url"},
 		{Config{ManagerURL: "ws://x/v1/ws"}, "service"},
+		{Config{ManagerURL: "ws://x/v1/ws", Service: "a/b"}, "'/'"},
 		{Config{ManagerURL: "ws://x/v1/ws", Service: "s", AskInterval: -1}, "ask_interval"},
 		{Config{ManagerURL: "ws://x/v1/ws", Service: "s", ReconnectMin: time.Hour}, "reconnect_min"},
 	} {
@@ -459,5 +461,19 @@ func TestCommitBeforeHoldIsNotLost(t *testing.T) {
 	}
 	if cm, _ := h.counts(); cm != 1 {
 		t.Fatalf("commits %d", cm)
+	}
+}
+
+func TestConfigNeverPrintsToken(t *testing.T) {
+	cfg := Config{ManagerURL: "ws://x/v1/ws", Service: "s", Token: "s3cr3t-token"}
+	for _, out := range []string{fmt.Sprint(cfg), fmt.Sprintf("%v %+v %#v %s", cfg, cfg, cfg, cfg)} {
+		if strings.Contains(out, "s3cr3t-token") {
+			t.Fatalf("token printed: %s", out)
+		}
+	}
+	var buf strings.Builder
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("config", "cfg", cfg)
+	if strings.Contains(buf.String(), "s3cr3t-token") || !strings.Contains(buf.String(), "***") {
+		t.Fatalf("token in logs: %s", buf.String())
 	}
 }

@@ -566,3 +566,19 @@ func FuzzDecodeMessage(f *testing.F) {
 		roundTrip(t, m)
 	})
 }
+
+// A service or instance containing '/' would make two sessions' identities
+// ("<service>/<instance>") collide: refused.
+func TestHelloRejectsSlashInNames(t *testing.T) {
+	for _, frame := range []string{
+		msg(`"type":"hello","id":1,"service":"a/b","instance":"c"`),
+		msg(`"type":"hello","id":1,"service":"a","instance":"b/c"`),
+	} {
+		if _, err := wire.Decode([]byte(frame)); err == nil {
+			t.Errorf("Decode(%s) accepted", frame)
+		}
+	}
+	if _, err := wire.Decode([]byte(msg(`"type":"hello","id":1,"service":"a","instance":"b-c"`))); err != nil {
+		t.Fatalf("plain hello refused: %v", err)
+	}
+}
