@@ -175,7 +175,7 @@ func TestEveryManagerKeyFromEverySource(t *testing.T) {
 		"auth.insecure":        "true",
 		"limits.message_rate":  "2500.5", "limits.message_burst": "17", "limits.max_body_bytes": "4096",
 		"group_timeout": "31s", "max_group_timeout": "11m", "reap_interval": "501ms",
-		"retry_min": "201ms", "retry_max": "11s", "retention": "25h", "ping_interval": "11s",
+		"retry_min": "201ms", "retry_max": "11s", "retention": "25h", "ping_interval": "11s", "lost_after": "2m",
 		"log_level": "error", "log_format": "json",
 	}
 	var yaml, env, args []string
@@ -223,7 +223,7 @@ func TestEveryManagerKeyFromEverySource(t *testing.T) {
 		TLSFiles: TLSFiles{CertFile: pki.serverCert, KeyFile: pki.serverKey, CAFile: pki.caFile},
 		Core: txmanager.Config{GroupTimeout: 31 * time.Second, MaxGroupTimeout: 11 * time.Minute,
 			ReapInterval: 501 * time.Millisecond, RetryMin: 201 * time.Millisecond, RetryMax: 11 * time.Second,
-			Retention: 25 * time.Hour, PingInterval: 11 * time.Second,
+			Retention: 25 * time.Hour, PingInterval: 11 * time.Second, LostAfter: 2 * time.Minute,
 			Auth: txmanager.AuthConfig{
 				Credentials: []txmanager.Credential{
 					{Service: "stock", TokenSHA256: hashA, Role: txmanager.RoleService},

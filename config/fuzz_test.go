@@ -91,7 +91,7 @@ func check(t *testing.T, path string, environ []string) {
 	for name, d := range map[string]int64{
 		"group_timeout": int64(c.GroupTimeout), "max_group_timeout": int64(c.MaxGroupTimeout),
 		"reap_interval": int64(c.ReapInterval), "retry_min": int64(c.RetryMin), "retry_max": int64(c.RetryMax),
-		"retention": int64(c.Retention), "ping_interval": int64(c.PingInterval),
+		"retention": int64(c.Retention), "ping_interval": int64(c.PingInterval), "lost_after": int64(c.LostAfter),
 	} {
 		if d <= 0 {
 			t.Errorf("%s = %d after a successful load", name, d)

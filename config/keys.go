@@ -135,6 +135,8 @@ func managerSpecs() []spec[Manager] {
 			func(m *Manager) *time.Duration { return &m.Core.Retention }),
 		dur("ping_interval", "10s", "how often each client session is pinged; a session silent for two intervals is closed",
 			func(m *Manager) *time.Duration { return &m.Core.PingInterval }),
+		dur("lost_after", "1m", "how long the client holding a branch of a decided group may stay away before an lcn branch counts as lost (commit) or rolled back",
+			func(m *Manager) *time.Duration { return &m.Core.LostAfter }),
 		{Key: k("limits.message_rate", "2000", "messages per second one client session may send; a faster session is throttled, others are not slowed"),
 			field: func(m *Manager) any { return &m.Core.MessageRate }, positive: true},
 		{Key: k("limits.message_burst", "4000", "messages a client session may send at once above limits.message_rate"),

@@ -111,6 +111,45 @@ func (g *Group) Status(ctx context.Context) (string, error) {
 	return g.c.GroupState(ctx, g.id)
 }
 
+// Outcome is a group's final state as the TxManager recorded it.
+type Outcome struct {
+	// Committed is true for COMMITTED, false for ROLLED_BACK.
+	Committed bool
+	// Attention, when not empty, says why the group needs an operator: a
+	// branch could not apply the decision (in lcn mode, a participant that
+	// died holding a branch of a committed group lost its work).
+	Attention string
+	// Reason says why the group was decided as it was.
+	Reason string
+}
+
+// Wait waits until every branch of the group has applied the decision (or
+// was recorded lost) and returns the outcome. It asks the TxManager with
+// growing intervals until ctx ends. Use it after Commit when the caller must
+// know that the work is applied everywhere, not only decided.
+func (g *Group) Wait(ctx context.Context) (Outcome, error) {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = 20 * time.Millisecond
+	bo.MaxInterval = time.Second
+	bo.MaxElapsedTime = 0
+	for {
+		resp, err := g.c.request(ctx, queryMsg(g.id))
+		switch {
+		case remoteCode(err) == wire.CodeNotFound:
+			return Outcome{}, fmt.Errorf("%w: group %s unknown to the TxManager (expired, or never created)", ErrGroupNotActive, g.id)
+		case err == nil && (resp.State == "COMMITTED" || resp.State == "ROLLED_BACK"):
+			return Outcome{Committed: resp.State == "COMMITTED", Attention: resp.Attention, Reason: resp.Reason}, nil
+		case err != nil && ctx.Err() != nil:
+			return Outcome{}, fmt.Errorf("txclient: wait for group %s: %w", g.id, err)
+		}
+		select {
+		case <-ctx.Done():
+			return Outcome{}, fmt.Errorf("txclient: wait for group %s: %w", g.id, ctx.Err())
+		case <-time.After(bo.NextBackOff()):
+		}
+	}
+}
+
 // GroupState asks the TxManager for a group's state.
 func (c *Client) GroupState(ctx context.Context, group string) (string, error) {
 	resp, err := c.request(ctx, &wire.Message{Type: wire.TypeQuery, Group: group})

@@ -37,6 +37,12 @@ type Config struct {
 	MessageBurst int
 	// MaxBodyBytes bounds REST request bodies. Default 1 MiB.
 	MaxBodyBytes int64
+	// LostAfter is how long the client holding a branch of a decided group
+	// may stay disconnected before the TxManager counts the branch as lost
+	// (commit: LOST, and the group needs attention; rollback: rolled back).
+	// It must exceed a client's reconnect time, including a restart that
+	// recovers durable branches. Default 1m.
+	LostAfter time.Duration
 	// Logger receives the TxManager's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -55,6 +61,7 @@ func (c Config) WithDefaults() Config {
 	def(&c.RetryMax, 10*time.Second)
 	def(&c.Retention, 24*time.Hour)
 	def(&c.PingInterval, 10*time.Second)
+	def(&c.LostAfter, time.Minute)
 	if c.MessageRate == 0 {
 		c.MessageRate = 2000
 	}
@@ -85,6 +92,7 @@ func (c Config) Validate() error {
 	pos("retry_max", c.RetryMax)
 	pos("retention", c.Retention)
 	pos("ping_interval", c.PingInterval)
+	pos("lost_after", c.LostAfter)
 	if c.GroupTimeout > c.MaxGroupTimeout {
 		errs = append(errs, fmt.Errorf("group_timeout (%s) must not exceed max_group_timeout (%s)", c.GroupTimeout, c.MaxGroupTimeout))
 	}

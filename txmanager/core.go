@@ -1,6 +1,9 @@
 package txmanager
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // The coordinator core: a pure function from (group record, event) to
 // (transitions to persist, decisions to send, reply). It does no I/O, reads
@@ -27,7 +30,11 @@ const (
 	EvAck
 	// EvResync: Instance, reconnecting, says it holds BranchID.
 	EvResync
-	// EvRetry: phase-2 retry: send the decision again to every branch not done.
+	// EvRetry: phase-2 retry: send the decision again to every branch not
+	// done, except branches whose owner is in Absent: those are recorded as
+	// lost (commit) or rolled back (rollback), because a client that has been
+	// gone that long no longer holds them (an lcn branch dies with its
+	// process or connection).
 	EvRetry
 )
 
@@ -63,6 +70,7 @@ type Event struct {
 	Commit   bool        // EvDecide
 	Outcome  BranchState // EvAck: COMMITTED, ROLLED_BACK or LOST
 	Reason   string      // EvVote (why it failed), EvAck (what went wrong)
+	Absent   []string    // EvRetry: owners (session ids) gone longer than the lost-after limit
 }
 
 // Send is a decision to push to the client session Instance.
@@ -136,10 +144,7 @@ func Step(g *Group, ev Event) Result {
 	case EvResync:
 		return stepResync(g, ev)
 	case EvRetry:
-		if !g.State.Decided() || g.State.Terminal() {
-			return Result{Reply: Reply{State: g.State}}
-		}
-		return Result{Sends: sendsFor(g, g.State.Commit()), Reply: Reply{State: g.State}}
+		return stepRetry(g, ev)
 	}
 	panic(fmt.Sprintf("BUG: unknown event kind %d", ev.Kind))
 }
@@ -332,4 +337,36 @@ func stepResync(g *Group, ev Event) Result {
 		Sends: []Send{{Instance: ev.Instance, Group: g.ID, Branch: b.ID, Commit: g.State.Commit()}},
 		Reply: Reply{State: g.State},
 	}
+}
+
+func stepRetry(g *Group, ev Event) Result {
+	if !g.State.Decided() || g.State.Terminal() {
+		return Result{Reply: Reply{State: g.State}}
+	}
+	commit := g.State.Commit()
+	var r Result
+	after := g.Clone()
+	for _, b := range g.Branches {
+		if b.State.Done() {
+			continue
+		}
+		// A durable (xa) branch outlives its process: its owner recovers it
+		// when it comes back, so it is never presumed lost.
+		if b.Mode == "xa" || !slices.Contains(ev.Absent, b.Instance) {
+			r.Sends = append(r.Sends, Send{Instance: b.Instance, Group: g.ID, Branch: b.ID, Commit: commit})
+			continue
+		}
+		t := Transition{Kind: TransBranchDone, Group: g.ID, BranchID: b.ID, BranchTo: BranchRolledBack, AtMS: ev.NowMS,
+			Reason: "owner " + b.Instance + " gone before applying the rollback"}
+		if commit {
+			t.BranchTo = BranchLost
+			t.Reason = "owner " + b.Instance + " gone before acknowledging the commit: its held work is presumed lost"
+		}
+		if err := ApplyTransition(after, t); err != nil {
+			panic("BUG: checked lost branch refused: " + err.Error())
+		}
+		r.Transitions = append(r.Transitions, t)
+	}
+	r.Reply = Reply{State: after.State}
+	return r
 }

@@ -8,6 +8,7 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,9 +34,11 @@ type Server struct {
 	locks [256]sync.Mutex // per-group serialisation, striped by id
 	seed  maphash.Seed
 
-	mu       sync.Mutex // guards sessions, retry
+	mu       sync.Mutex // guards sessions, retry, gone
 	sessions map[string]*session
 	retry    map[string]retryState // decided groups awaiting acks: next push time
+	gone     map[string]time.Time  // session id -> when its last session ended
+	started  time.Time             // owners never seen by this server count as gone since then
 
 	wg        sync.WaitGroup // every goroutine the server starts
 	closeOnce sync.Once
@@ -71,11 +74,13 @@ func New(cfg Config, store Store, opts ...Option) (*Server, error) {
 		seed:     maphash.MakeSeed(),
 		sessions: make(map[string]*session),
 		retry:    make(map[string]retryState),
+		gone:     make(map[string]time.Time),
 		closed:   make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(s)
 	}
+	s.started = s.now()
 	if err := s.SetAuth(cfg.Auth); err != nil {
 		return nil, err
 	}
@@ -176,6 +181,9 @@ func (s *Server) step(ctx context.Context, ev Event) (Reply, error) {
 			return Reply{}, fmt.Errorf("%w: load group %s: %v", errUnavailable, ev.Group, err)
 		}
 		ev.NowMS = s.nowMS()
+		if ev.Kind == EvRetry && g != nil {
+			ev.Absent = s.absentOwners(g)
+		}
 		res := Step(g, ev)
 		raced := false
 		for _, t := range res.Transitions {
@@ -236,6 +244,45 @@ func (s *Server) dispatch(sends []Send) {
 			continue
 		}
 		ss.push(&wire.Message{Type: wire.TypeDecision, Group: d.Group, Branch: d.Branch, Commit: d.Commit})
+	}
+}
+
+// absentOwners lists the owners of g's branches not done that have had no
+// session for longer than LostAfter (never connected to this server counts
+// from its start).
+func (s *Server) absentOwners(g *Group) []string {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, b := range g.Branches {
+		if b.State.Done() || s.sessions[b.Instance] != nil || slices.Contains(out, b.Instance) {
+			continue
+		}
+		since, ok := s.gone[b.Instance]
+		if !ok {
+			since = s.started
+		}
+		if now.Sub(since) >= s.cfg.LostAfter {
+			out = append(out, b.Instance)
+		}
+	}
+	return out
+}
+
+// sessionEnded records when id's session ended (for absentOwners); s.mu
+// must be held.
+func (s *Server) sessionEndedLocked(id string) {
+	s.gone[id] = s.now()
+	if len(s.gone) > 100000 {
+		// Bound memory: forget the oldest half (they count as gone since
+		// the server started, which is earlier still).
+		cut := s.now().Add(-s.cfg.LostAfter)
+		for k, t := range s.gone {
+			if t.Before(cut) {
+				delete(s.gone, k)
+			}
+		}
 	}
 }
 

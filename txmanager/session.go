@@ -190,6 +190,7 @@ func (ss *session) closeWith(code int, reason string) {
 		ss.srv.mu.Lock()
 		if ss.srv.sessions[ss.id] == ss {
 			delete(ss.srv.sessions, ss.id)
+			ss.srv.sessionEndedLocked(ss.id)
 		}
 		ss.srv.mu.Unlock()
 	})
@@ -286,7 +287,8 @@ func (ss *session) handle(m *wire.Message) *wire.Message {
 		} else if err != nil {
 			return wire.Errorf(m.ID, wire.CodeUnavailable, "%v", err)
 		}
-		return &wire.Message{Type: wire.TypeOK, ID: m.ID, Group: g.ID, State: g.State.String(), Deadline: g.DeadlineMS, Reason: g.Reason}
+		return &wire.Message{Type: wire.TypeOK, ID: m.ID, Group: g.ID, State: g.State.String(), Deadline: g.DeadlineMS,
+			Reason: g.Reason, Attention: g.Attention}
 	case wire.TypeJoin:
 		ev = Event{Kind: EvJoin, Branch: Branch{ID: newBranchID(), Service: ss.service, Datasource: m.Datasource, Mode: m.Mode}}
 	case wire.TypeVote:

@@ -452,3 +452,91 @@ func describeTrx(t *testing.T, db *sql.DB) string {
 	}
 	return strings.Join(out, " ")
 }
+
+// lcn mode made honest: a participant that dies holding a voted branch
+// (here: its TxManager session ends for good and the database kills its
+// held connection, rolling its work back) is not reported as committed. The
+// TxManager records the branch LOST after lost_after, the group ends
+// COMMITTED with attention naming the branch, service and instance, and the
+// starter waiting for the full outcome learns it.
+func TestLostLcnBranchFlagged(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		cfg := fastConfig()
+		cfg.LostAfter = 300 * time.Millisecond
+		bk := newBank(t, k, cfg)
+		ctx, g, err := bk.starter.Begin(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := call(ctx, bk.hc, moveURL(bk.a, 1, -11, "")); err != nil {
+			t.Fatal(err)
+		}
+		if err := call(ctx, bk.hc, moveURL(bk.b, 1, 11, "")); err != nil {
+			t.Fatal(err)
+		}
+		// svc-b "dies": its session ends for good, and the database drops
+		// its held connection (and with it the branch's work).
+		_ = bk.b.client.Close()
+		killHeldConnections(t, bk.b)
+		if err := g.Commit(ctx); err != nil {
+			t.Fatalf("commit: %v", err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		out, err := g.Wait(wctx)
+		if err != nil {
+			t.Fatalf("wait: %v", err)
+		}
+		if !out.Committed || !strings.Contains(out.Attention, "svc-b") || !strings.Contains(out.Attention, "lost") {
+			t.Fatalf("outcome %+v: want committed with attention naming the lost svc-b branch", out)
+		}
+		rec := bk.m.group(g.ID())
+		var lost int
+		for _, b := range rec.Branches {
+			if b.State == txmanager.BranchLost {
+				lost++
+				if b.Service != "svc-b" {
+					t.Fatalf("lost branch of %s", b.Service)
+				}
+			} else if b.State != txmanager.BranchCommitted {
+				t.Fatalf("branch %s is %s", b.ID, b.State)
+			}
+		}
+		if lost != 1 || rec.State != txmanager.GroupCommitted || rec.Attention == "" {
+			t.Fatalf("group record %+v", rec)
+		}
+		// The checker's view: a is applied, b's work is gone: the partial
+		// outcome is exactly what the attention flag reports.
+		if a, b := bk.a.balance(t, 1), bk.b.balance(t, 1); a != initialBalance-11 || b != initialBalance {
+			t.Fatalf("balances a=%d b=%d", a, b)
+		}
+	})
+}
+
+// killHeldConnections kills every connection to p's schema that has an
+// open transaction, as a crashed process's connections would end.
+func killHeldConnections(t *testing.T, p *participant) {
+	t.Helper()
+	rows, err := p.raw.Query(`SELECT t.trx_mysql_thread_id FROM information_schema.innodb_trx t
+		JOIN information_schema.processlist pl ON pl.ID = t.trx_mysql_thread_id WHERE pl.DB = ?`, p.schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if len(ids) == 0 {
+		t.Fatal("no held connection to kill")
+	}
+	for _, id := range ids {
+		if _, err := p.raw.Exec(fmt.Sprintf("KILL CONNECTION %d", id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

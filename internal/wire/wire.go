@@ -94,6 +94,7 @@ type Message struct {
 	Deadline   int64       `json:"deadline,omitempty"` // unix milliseconds
 	Code       string      `json:"code,omitempty"`
 	Reason     string      `json:"reason,omitempty"`
+	Attention  string      `json:"attention,omitempty"` // a finished group that needs an operator, and why
 	Held       []BranchRef `json:"held,omitempty"`
 }
 
@@ -115,6 +116,9 @@ func Encode(m *Message) ([]byte, error) {
 	m.V = Version
 	if len(m.Reason) > maxText {
 		m.Reason = truncateUTF8(m.Reason, maxText)
+	}
+	if len(m.Attention) > maxText {
+		m.Attention = truncateUTF8(m.Attention, maxText)
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -143,7 +147,7 @@ var (
 	messageFields = map[string]bool{"v": true, "type": true, "id": true, "group": true, "branch": true,
 		"service": true, "instance": true, "token": true, "datasource": true, "mode": true, "ok": true,
 		"commit": true, "outcome": true, "state": true, "timeout_ms": true, "deadline": true, "code": true,
-		"reason": true, "held": true}
+		"reason": true, "attention": true, "held": true}
 	refFields = map[string]bool{"group": true, "branch": true}
 )
 
@@ -229,7 +233,7 @@ func (m *Message) Validate() error {
 		return fmt.Errorf("%w: protocol version %d, want %d", ErrMalformed, m.V, Version)
 	}
 	for name, s := range map[string]string{"service": m.Service, "instance": m.Instance, "token": m.Token,
-		"datasource": m.Datasource, "mode": m.Mode, "reason": m.Reason, "state": m.State, "code": m.Code, "outcome": m.Outcome} {
+		"datasource": m.Datasource, "mode": m.Mode, "reason": m.Reason, "attention": m.Attention, "state": m.State, "code": m.Code, "outcome": m.Outcome} {
 		if len(s) > maxText {
 			return bad("%s longer than %d bytes", name, maxText)
 		}
