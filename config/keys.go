@@ -133,7 +133,7 @@ func managerSpecs() []spec[Manager] {
 			func(m *Manager) *time.Duration { return &m.Core.RetryMax }),
 		dur("retention", "24h", "how long a finished group's record is kept; at least max_group_timeout",
 			func(m *Manager) *time.Duration { return &m.Core.Retention }),
-		dur("ping_interval", "10s", "how often each client session is pinged; a session silent for two intervals is closed",
+		dur("ping_interval", "10s", "how often each client session is pinged; a session that answers nothing for 1.5 intervals is closed",
 			func(m *Manager) *time.Duration { return &m.Core.PingInterval }),
 		dur("lost_after", "1m", "how long the client holding a branch of a decided group may stay away before an lcn branch counts as lost (commit) or rolled back",
 			func(m *Manager) *time.Duration { return &m.Core.LostAfter }),

@@ -25,7 +25,7 @@ type Config struct {
 	// Retention is how long a terminal group's record is kept. Default 24h.
 	Retention time.Duration
 	// PingInterval is how often the TxManager pings each client session; a
-	// session that answers nothing for two intervals is closed. Default 10s.
+	// session that answers nothing for 1.5 intervals is closed. Default 10s.
 	PingInterval time.Duration
 	// Auth says who may talk to the TxManager. With no credentials, no
 	// client certificates and Insecure unset, New refuses to start.

@@ -235,7 +235,10 @@ func (ss *session) writeLoop() {
 
 func (ss *session) readLoop() {
 	defer ss.log.Info("client disconnected")
-	idle := 2 * ss.srv.cfg.PingInterval
+	// A live client answers each ping within a round trip; one that has
+	// answered nothing for one and a half intervals is gone or half-open,
+	// so it is closed within two intervals of its last sign of life.
+	idle := ss.srv.cfg.PingInterval * 3 / 2
 	_ = ss.conn.SetReadDeadline(time.Now().Add(idle))
 	ss.conn.SetPongHandler(func(string) error { return ss.conn.SetReadDeadline(time.Now().Add(idle)) })
 	for {
