@@ -57,6 +57,8 @@ func (x Xid) literal(format int) string {
 	return "'" + x.Group + "','" + x.Branch + "'," + strconv.Itoa(format)
 }
 
+var errNoRow = errors.New("no row")
+
 // Sentinel errors. Test with errors.Is.
 var (
 	// ErrNotGolcnXid: the Xid's ids are not canonical golcn ids.
@@ -72,4 +74,7 @@ var (
 	// prepared it is still alive (or has not detached yet) and owns it.
 	// The branch still holds its locks; try again later.
 	ErrStillPrepared = errors.New("xa: xid still prepared")
+	// ErrRolledBack: CommitPrepared was answered with XA_RB*: the server
+	// rolled the branch back instead of committing it.
+	ErrRolledBack = errors.New("xa: branch rolled back by the server")
 )
