@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -18,8 +16,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/golcn/golcn/internal/gid"
-	"github.com/golcn/golcn/internal/testenv"
 	"github.com/golcn/golcn/txclient"
 	"github.com/golcn/golcn/txmanager"
 )
@@ -31,73 +27,6 @@ import (
 // The per-session message limit (MessageRate, default 2000/s) is raised so
 // that it, rather than the coordinator, does not cap one benchmark client
 // that plays a whole service's traffic.
-
-// benchMgr is a TxManager for benchmarks (the harness's manager takes a
-// *testing.T); it is not restartable.
-type benchMgr struct {
-	url    string
-	tokens map[string]string
-	redis  *redis.Client // nil for bolt
-}
-
-func newBenchManager(b testing.TB, kind storeKind, cfg txmanager.Config) *benchMgr {
-	b.Helper()
-	m := &benchMgr{tokens: make(map[string]string)}
-	cfg.Logger = quietLogger()
-	cfg.MessageRate, cfg.MessageBurst = 1e6, 1e6
-	for _, svc := range testServices {
-		m.tokens[svc] = gid.New() + gid.New()
-		cfg.Auth.Credentials = append(cfg.Auth.Credentials,
-			txmanager.Credential{Service: svc, TokenSHA256: txmanager.HashToken(m.tokens[svc])})
-	}
-	opt := txmanager.StoreOptions{Retention: time.Hour}
-	var store txmanager.Store
-	switch kind {
-	case storeBolt:
-		s, err := txmanager.OpenBoltStore(filepath.Join(b.TempDir(), "txmanager.db"), opt)
-		if err != nil {
-			b.Fatalf("open bolt store: %v", err)
-		}
-		store = s
-	case storeRedis:
-		m.redis = redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(b).Addr})
-		b.Cleanup(func() { _ = m.redis.Close() })
-		store = txmanager.NewRedisStore(m.redis, "bench"+gid.New()[:8], opt)
-	}
-	srv, err := txmanager.New(cfg, store)
-	if err != nil {
-		b.Fatalf("txmanager.New: %v", err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Run(ctx) }()
-	b.Cleanup(func() {
-		cancel()
-		hs.Close()
-		_ = srv.Close()
-		<-done
-		_ = store.Close()
-	})
-	m.url = "ws" + strings.TrimPrefix(hs.URL, "http") + "/v1/ws"
-	return m
-}
-
-func newBenchClient(b testing.TB, m *benchMgr, service string, cfg txclient.Config) *txclient.Client {
-	b.Helper()
-	cfg.ManagerURL, cfg.Service, cfg.Token, cfg.Logger = m.url, service, m.tokens[service], quietLogger()
-	c, err := txclient.New(cfg)
-	if err != nil {
-		b.Fatalf("txclient.New: %v", err)
-	}
-	b.Cleanup(func() { _ = c.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := c.WaitConnected(ctx); err != nil {
-		b.Fatalf("connect %s: %v", service, err)
-	}
-	return c
-}
 
 // fakeHeld is a held branch with no database: done is closed when the
 // decision is applied, and committed says which.
@@ -121,16 +50,31 @@ func (h *fakeHeld) Rollback(context.Context) error {
 
 // benchCluster is a starter and two participants on one TxManager.
 type benchCluster struct {
-	m              *benchMgr
+	m              *manager
 	starter, a, bb *txclient.Client
 }
 
+// newBenchCluster starts the harness's TxManager with the per-session
+// message limit raised, so that it, rather than the coordinator, does not
+// cap one benchmark client that plays a whole service's traffic.
 func newBenchCluster(b testing.TB, kind storeKind, mcfg txmanager.Config, ccfg txclient.Config) *benchCluster {
-	m := newBenchManager(b, kind, mcfg)
+	mcfg.MessageRate, mcfg.MessageBurst = 1e6, 1e6
+	m := newManager(b, kind, mcfg)
+	mod := func(c *txclient.Config) {
+		if ccfg.AskInterval != 0 {
+			c.AskInterval = ccfg.AskInterval
+		}
+		if ccfg.RequestTimeout != 0 {
+			c.RequestTimeout = ccfg.RequestTimeout
+		}
+		if ccfg.GroupTimeout != 0 {
+			c.GroupTimeout = ccfg.GroupTimeout
+		}
+	}
 	return &benchCluster{m: m,
-		starter: newBenchClient(b, m, "starter", ccfg),
-		a:       newBenchClient(b, m, "svc-a", ccfg),
-		bb:      newBenchClient(b, m, "svc-b", ccfg)}
+		starter: newClient(b, m, "starter", mod),
+		a:       newClient(b, m, "svc-a", mod),
+		bb:      newClient(b, m, "svc-b", mod)}
 }
 
 // prepare begins a group and has both participants join it, vote prepared

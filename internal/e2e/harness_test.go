@@ -51,7 +51,7 @@ func forEachStore(t *testing.T, fn func(t *testing.T, k storeKind)) {
 // manager is a TxManager served on a fixed 127.0.0.1 port, restartable on
 // the same port and store.
 type manager struct {
-	t      *testing.T
+	t      testing.TB
 	kind   storeKind
 	cfg    txmanager.Config
 	addr   string
@@ -67,7 +67,7 @@ type manager struct {
 	done   chan struct{}
 }
 
-func newManager(t *testing.T, kind storeKind, cfg txmanager.Config) *manager {
+func newManager(t testing.TB, kind storeKind, cfg txmanager.Config) *manager {
 	t.Helper()
 	m := &manager{t: t, kind: kind, cfg: cfg, tokens: make(map[string]string)}
 	if m.cfg.Logger == nil {
@@ -186,12 +186,17 @@ func (m *manager) waitState(id string, want txmanager.GroupState) *txmanager.Gro
 // testServices are the services the end-to-end tests run.
 var testServices = []string{"starter", "svc-a", "svc-b", "good"}
 
-// newClient connects a TxClient for service to m.
-func newClient(t *testing.T, m *manager, service string) *txclient.Client {
+// newClient connects a TxClient for service to m; mod, if given, adjusts
+// its configuration first.
+func newClient(t testing.TB, m *manager, service string, mod ...func(*txclient.Config)) *txclient.Client {
 	t.Helper()
-	c, err := txclient.New(txclient.Config{ManagerURL: m.url(), Service: service, Token: m.tokens[service], Logger: quietLogger(),
+	cfg := txclient.Config{ManagerURL: m.url(), Service: service, Token: m.tokens[service], Logger: quietLogger(),
 		ReconnectMin: 20 * time.Millisecond, ReconnectMax: 200 * time.Millisecond, AskInterval: 500 * time.Millisecond,
-		RequestTimeout: 2 * time.Second})
+		RequestTimeout: 2 * time.Second}
+	for _, f := range mod {
+		f(&cfg)
+	}
+	c, err := txclient.New(cfg)
 	if err != nil {
 		t.Fatalf("txclient.New: %v", err)
 	}
