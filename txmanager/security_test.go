@@ -3,16 +3,10 @@ package txmanager
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"log/slog"
 	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -537,18 +531,17 @@ func TestCredentialRotation(t *testing.T) {
 // its common name as the service; one from another CA fails the TLS
 // handshake, 100 times out of 100.
 func TestClientCertificates(t *testing.T) {
-	caCert, caKey := newCA(t, "golcn test CA")
-	rogueCert, rogueKey := newCA(t, "rogue CA")
-	srvCert := leaf(t, caCert, caKey, "127.0.0.1", true)
-	good := leaf(t, caCert, caKey, "svc-cert", false)
-	bad := leaf(t, rogueCert, rogueKey, "svc-cert", false)
+	ca := testenv.NewCA(t, "golcn test CA")
+	rogue := testenv.NewCA(t, "rogue CA")
+	srvCert := ca.Issue(t, "127.0.0.1", true)
+	good := ca.Issue(t, "svc-cert", false)
+	bad := rogue.Issue(t, "svc-cert", false)
 
 	srv, err := New(Config{Logger: slog.New(slog.NewTextHandler(&syncBuffer{}, nil)), Auth: AuthConfig{ClientCerts: true}}, NewMemoryStore(StoreOptions{}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
+	pool := ca.Pool()
 	hs := httptest.NewUnstartedServer(srv.Handler())
 	hs.TLS = &tls.Config{Certificates: []tls.Certificate{srvCert}, ClientCAs: pool, ClientAuth: tls.VerifyClientCertIfGiven}
 	hs.StartTLS()
@@ -578,38 +571,6 @@ func TestClientCertificates(t *testing.T) {
 	if srv.Sessions() != 1 {
 		t.Fatalf("sessions %d", srv.Sessions())
 	}
-}
-
-func newCA(t *testing.T, cn string) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return cert, key
-}
-
-func leaf(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, cn string, server bool) tls.Certificate {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.ParseIP(cn)}
-	} else {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
 // S13 "Redis hardening": the Redis store works with an ACL user denied

@@ -3,18 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -27,6 +20,7 @@ import (
 
 	"github.com/golcn/golcn/config"
 	"github.com/golcn/golcn/internal/gid"
+	"github.com/golcn/golcn/internal/testenv"
 	"github.com/golcn/golcn/internal/wire"
 	"github.com/golcn/golcn/txmanager"
 )
@@ -288,51 +282,9 @@ type testPKI struct {
 func newTestPKI(t *testing.T) testPKI {
 	t.Helper()
 	dir := t.TempDir()
-	write := func(name, typ string, der []byte) string {
-		return writeFile(t, filepath.Join(dir, name), string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})))
-	}
-	newKey := func() (*ecdsa.PrivateKey, []byte) {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		der, err := x509.MarshalPKCS8PrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k, der
-	}
-	caKey, _ := newKey()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "golcn test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	p := testPKI{ca: x509.NewCertPool(), caFile: write("ca.pem", "CERTIFICATE", caDER)}
-	p.ca.AddCert(caCert)
-	issue := func(serial int64, cn string, usage x509.ExtKeyUsage) ([]byte, []byte) {
-		k, keyDER := newKey()
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der, keyDER
-	}
-	der, key := issue(2, "txmanager", x509.ExtKeyUsageServerAuth)
-	p.serverCert, p.serverKey = write("server.pem", "CERTIFICATE", der), write("server.key", "PRIVATE KEY", key)
-	der, key = issue(3, "stock", x509.ExtKeyUsageClientAuth)
-	p.client, err = tls.X509KeyPair(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := testenv.NewCA(t, "golcn test CA")
+	p := testPKI{ca: ca.Pool(), caFile: ca.WriteCA(t, dir, "ca.pem"), client: ca.Issue(t, "stock", false)}
+	p.serverCert, p.serverKey = testenv.WriteKeyPair(t, dir, "server", ca.Issue(t, "txmanager", true))
 	return p
 }
 

@@ -35,6 +35,11 @@
 // data directory is initialised with --auth-root-authentication-method=normal),
 // so MariaDB.DSN works over TCP.
 //
+// # TLS
+//
+// NewCA, CA.Issue, CA.WriteCA, WriteKeyPair and WriteKey make throw-away
+// certificates (ECDSA P-256, valid for an hour) for TLS and mutual-TLS tests.
+//
 // # Skipping
 //
 // If a needed binary (mariadbd, mariadb-install-db, redis-server) is missing,
