@@ -3,6 +3,7 @@ package txmanager
 import (
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // The coordinator core: a pure function from (group record, event) to
@@ -36,6 +37,10 @@ const (
 	// gone that long no longer holds them (an lcn branch dies with its
 	// process or connection).
 	EvRetry
+	// EvPrepared: the prepare phase's answer for BranchID: OK (the branch is
+	// durable: XA PREPARE succeeded) or not. Sent by the owner, or by
+	// another session of the branch's service that recovered it.
+	EvPrepared
 )
 
 func (k EventKind) String() string {
@@ -54,6 +59,8 @@ func (k EventKind) String() string {
 		return "resync"
 	case EvRetry:
 		return "retry"
+	case EvPrepared:
+		return "prepared"
 	}
 	return fmt.Sprintf("EventKind(%d)", uint8(k))
 }
@@ -65,20 +72,23 @@ type Event struct {
 	NowMS    int64
 	Instance string      // the client session the event came from ("" for the TM's own events)
 	Branch   Branch      // EvJoin: the new branch (ID chosen by the caller)
-	BranchID string      // EvVote, EvAck, EvResync
-	OK       bool        // EvVote
+	BranchID string      // EvVote, EvPrepared, EvAck, EvResync
+	OK       bool        // EvVote, EvPrepared
 	Commit   bool        // EvDecide
 	Outcome  BranchState // EvAck: COMMITTED, ROLLED_BACK or LOST
 	Reason   string      // EvVote (why it failed), EvAck (what went wrong)
 	Absent   []string    // EvRetry: owners (session ids) gone longer than the lost-after limit
 }
 
-// Send is a decision to push to the client session Instance.
+// Send is a push to the client session Instance: the group's decision for
+// Branch (Commit says which), or, with Prepare, a request to make the
+// branch's vote durable (the prepare phase).
 type Send struct {
 	Instance string
 	Group    string
 	Branch   string
 	Commit   bool
+	Prepare  bool
 }
 
 // ReplyCode classifies the answer to the event's sender.
@@ -135,10 +145,12 @@ func Step(g *Group, ev Event) Result {
 	case EvDecide:
 		return stepDecide(g, ev)
 	case EvTick:
-		if g.State == GroupActive && ev.NowMS >= g.DeadlineMS {
+		if g.State.Open() && ev.NowMS >= g.DeadlineMS {
 			return decide(g, ev.NowMS, false, "deadline passed", ReplyOK)
 		}
 		return Result{Reply: Reply{State: g.State}}
+	case EvPrepared:
+		return stepPrepared(g, ev)
 	case EvAck:
 		return stepAck(g, ev)
 	case EvResync:
@@ -164,7 +176,18 @@ func stepUnknown(ev Event) Result {
 	return Result{Reply: Reply{Code: ReplyNotFound, Reason: "unknown group: presumed rolled back"}}
 }
 
+// mayActFor reports whether the session instance may vote for or
+// acknowledge branch b: its owner may; so may any session of b's service
+// when b is an xa branch, whose prepared work outlives the process that did
+// it and is recovered by whichever instance of the service finds it.
+func mayActFor(b Branch, instance string) bool {
+	return b.Instance == instance || (b.Mode == "xa" && strings.HasPrefix(instance, b.Service+"/"))
+}
+
 func stepJoin(g *Group, ev Event) Result {
+	if g.State == GroupPreparing {
+		return Result{Reply: Reply{Code: ReplyConflict, State: g.State, Reason: "group is preparing to commit: it takes no new branch"}}
+	}
 	if g.State != GroupActive {
 		return Result{Reply: Reply{Code: ReplyConflict, State: g.State, Reason: "group already decided"}}
 	}
@@ -190,10 +213,21 @@ func stepVote(g *Group, ev Event) Result {
 	if b.Instance != ev.Instance {
 		return Result{Reply: Reply{Code: ReplyForbidden, State: g.State, Reason: "branch belongs to another client"}}
 	}
+	if g.State == GroupPreparing {
+		// The starter asked to commit: a repeated vote that was counted is a
+		// no-op; a failure still dooms the group (nothing is decided yet).
+		switch {
+		case ev.OK && b.State.Voted():
+			return Result{Reply: Reply{State: g.State}}
+		case !ev.OK && b.State == BranchReady:
+			return failVote(g, b, ev)
+		}
+		return Result{Reply: Reply{Code: ReplyConflict, State: g.State, Reason: "group is preparing to commit"}}
+	}
 	if g.State != GroupActive {
 		// A duplicate of a vote that was counted is a no-op; anything else
 		// arrives too late.
-		if ev.OK && b.State == BranchPrepared && g.State.Commit() {
+		if ev.OK && b.State.Voted() && g.State.Commit() {
 			return Result{Reply: Reply{State: g.State}}
 		}
 		if !ev.OK && !g.State.Commit() {
@@ -210,20 +244,38 @@ func stepVote(g *Group, ev Event) Result {
 	if ev.NowMS >= g.DeadlineMS {
 		return decide(g, ev.NowMS, false, "deadline passed", ReplyConflict)
 	}
-	if ev.OK {
-		return Result{
-			Transitions: []Transition{{Kind: TransVote, Group: g.ID, BranchID: b.ID, BranchTo: BranchPrepared, AtMS: ev.NowMS}},
-			Reply:       Reply{State: GroupActive},
-		}
+	if !ev.OK {
+		return failVote(g, b, ev)
 	}
-	// A failed vote dooms the group: roll back now rather than at the
-	// deadline, so that every other branch releases its locks.
+	// An lcn branch's open transaction is its vote; an xa branch is READY
+	// until the prepare phase makes it durable.
+	to := BranchPrepared
+	if b.Mode == "xa" {
+		to = BranchReady
+	}
+	if b.State == to {
+		return Result{Reply: Reply{State: GroupActive}} // a later call of the same service: nothing changes
+	}
+	return Result{
+		Transitions: []Transition{{Kind: TransVote, Group: g.ID, BranchID: b.ID, BranchTo: to, AtMS: ev.NowMS}},
+		Reply:       Reply{State: GroupActive},
+	}
+}
+
+// failVote records branch b's failed vote (or failed prepare) and rolls the
+// open group back at once rather than at the deadline, so that every other
+// branch releases its locks.
+func failVote(g *Group, b Branch, ev Event) Result {
 	vote := Transition{Kind: TransVote, Group: g.ID, BranchID: b.ID, BranchTo: BranchFailed, AtMS: ev.NowMS, Reason: ev.Reason}
 	after := g.Clone()
 	if err := ApplyTransition(after, vote); err != nil {
 		panic("BUG: checked vote refused: " + err.Error())
 	}
-	r := decide(after, ev.NowMS, false, fmt.Sprintf("branch %s (service %s) voted failed: %s", b.ID, b.Service, ev.Reason), ReplyOK)
+	what := "voted failed"
+	if g.State == GroupPreparing {
+		what = "failed to prepare"
+	}
+	r := decide(after, ev.NowMS, false, fmt.Sprintf("branch %s (service %s) %s: %s", b.ID, b.Service, what, ev.Reason), ReplyOK)
 	r.Transitions = append([]Transition{vote}, r.Transitions...)
 	return r
 }
@@ -246,15 +298,93 @@ func stepDecide(g *Group, ev Event) Result {
 	if ev.NowMS >= g.DeadlineMS {
 		return decide(g, ev.NowMS, false, "deadline passed", ReplyConflict)
 	}
+	if g.State == GroupPreparing {
+		// Asked again (a retry, or a lost answer): the prepare phase runs;
+		// the answer waits for its end (the server waits on the group).
+		return Result{Reply: Reply{State: g.State, Reason: g.Reason}}
+	}
+	ready := 0
 	for _, b := range g.Branches {
-		if b.State != BranchPrepared {
+		switch b.State {
+		case BranchPrepared:
+		case BranchReady:
+			ready++
+		default:
 			return decide(g, ev.NowMS, false, fmt.Sprintf("branch %s (service %s) is %s at commit", b.ID, b.Service, b.State), ReplyConflict)
 		}
 	}
-	return decide(g, ev.NowMS, true, "commit asked by the starter", ReplyOK)
+	if ready == 0 || len(g.Branches) == 1 {
+		// Every branch durable already, or a single branch that commits in
+		// one phase: decide now.
+		return decide(g, ev.NowMS, true, "commit asked by the starter", ReplyOK)
+	}
+	t := Transition{Kind: TransDecide, Group: g.ID, GroupTo: GroupPreparing, AtMS: ev.NowMS,
+		Reason: fmt.Sprintf("commit asked by the starter: preparing %d xa branches", ready)}
+	return Result{
+		Transitions: []Transition{t},
+		Sends:       prepareSends(g),
+		Reply:       Reply{State: GroupPreparing, Reason: t.Reason},
+	}
 }
 
-// decide builds the decision transition for an ACTIVE group and the pushes
+// prepareSends lists a prepare request to every READY branch.
+func prepareSends(g *Group) []Send {
+	var s []Send
+	for _, b := range g.Branches {
+		if b.State == BranchReady {
+			s = append(s, Send{Instance: b.Instance, Group: g.ID, Branch: b.ID, Prepare: true})
+		}
+	}
+	return s
+}
+
+// stepPrepared takes the prepare phase's answer for one branch. The last
+// branch prepared decides commit in the same step.
+func stepPrepared(g *Group, ev Event) Result {
+	b, ok := g.Branch(ev.BranchID)
+	if !ok {
+		return Result{Reply: Reply{Code: ReplyNotFound, State: g.State, Reason: "unknown branch"}}
+	}
+	if !mayActFor(b, ev.Instance) {
+		return Result{Reply: Reply{Code: ReplyForbidden, State: g.State, Reason: "branch belongs to another client"}}
+	}
+	switch {
+	case g.State == GroupActive:
+		return Result{Reply: Reply{Code: ReplyConflict, State: g.State, Reason: "no prepare was asked"}}
+	case g.State.Decided():
+		// Late or repeated: the decision stands and is (or will be) pushed.
+		if !ev.OK && g.State.Commit() {
+			return Result{Reply: Reply{Code: ReplyConflict, State: g.State, Reason: "group already decided to commit"}}
+		}
+		return Result{Reply: Reply{State: g.State, Reason: g.Reason}}
+	}
+	// PREPARING.
+	switch {
+	case b.State == BranchPrepared && ev.OK:
+		return Result{Reply: Reply{State: g.State}} // duplicate
+	case b.State != BranchReady:
+		return Result{Reply: Reply{Code: ReplyConflict, State: g.State, Reason: fmt.Sprintf("branch %s is %s", b.ID, b.State)}}
+	case !ev.OK:
+		return failVote(g, b, ev)
+	case ev.NowMS >= g.DeadlineMS:
+		return decide(g, ev.NowMS, false, "deadline passed during the prepare phase", ReplyOK)
+	}
+	vote := Transition{Kind: TransVote, Group: g.ID, BranchID: b.ID, BranchTo: BranchPrepared, AtMS: ev.NowMS}
+	after := g.Clone()
+	if err := ApplyTransition(after, vote); err != nil {
+		panic("BUG: checked prepared vote refused: " + err.Error())
+	}
+	for _, o := range after.Branches {
+		if o.State != BranchPrepared {
+			return Result{Transitions: []Transition{vote}, Reply: Reply{State: g.State}}
+		}
+	}
+	r := decide(after, ev.NowMS, true, "commit asked by the starter; every branch prepared", ReplyOK)
+	r.Transitions = append([]Transition{vote}, r.Transitions...)
+	return r
+}
+
+// decide builds the decision transition for an open group and the pushes
 // that follow it; code is the reply code for the event's sender.
 func decide(g *Group, nowMS int64, commit bool, reason string, code ReplyCode) Result {
 	to := GroupRollingBack
@@ -289,7 +419,7 @@ func stepAck(g *Group, ev Event) Result {
 	if !ok {
 		return Result{Reply: Reply{Code: ReplyNotFound, State: g.State, Reason: "unknown branch"}}
 	}
-	if b.Instance != ev.Instance {
+	if !mayActFor(b, ev.Instance) {
 		return Result{Reply: Reply{Code: ReplyForbidden, State: g.State, Reason: "branch belongs to another client"}}
 	}
 	if !g.State.Decided() {
@@ -330,6 +460,12 @@ func stepResync(g *Group, ev Event) Result {
 	if b.Instance != ev.Instance {
 		return Result{Reply: Reply{Code: ReplyForbidden, State: g.State, Reason: "branch belongs to another client"}}
 	}
+	if g.State == GroupPreparing && b.State == BranchReady {
+		return Result{
+			Sends: []Send{{Instance: ev.Instance, Group: g.ID, Branch: b.ID, Prepare: true}},
+			Reply: Reply{State: g.State},
+		}
+	}
 	if !g.State.Decided() {
 		return Result{Reply: Reply{State: g.State}}
 	}
@@ -340,6 +476,9 @@ func stepResync(g *Group, ev Event) Result {
 }
 
 func stepRetry(g *Group, ev Event) Result {
+	if g.State == GroupPreparing {
+		return retryPrepare(g, ev)
+	}
 	if !g.State.Decided() || g.State.Terminal() {
 		return Result{Reply: Reply{State: g.State}}
 	}
@@ -350,9 +489,11 @@ func stepRetry(g *Group, ev Event) Result {
 		if b.State.Done() {
 			continue
 		}
-		// A durable (xa) branch outlives its process: its owner recovers it
-		// when it comes back, so it is never presumed lost.
-		if b.Mode == "xa" || !slices.Contains(ev.Absent, b.Instance) {
+		// A prepared xa branch outlives its process: the service recovers
+		// it when an instance comes back, so it is never presumed lost. Any
+		// other branch dies with its process or connection.
+		durable := b.Mode == "xa" && b.State == BranchPrepared
+		if durable || !slices.Contains(ev.Absent, b.Instance) {
 			r.Sends = append(r.Sends, Send{Instance: b.Instance, Group: g.ID, Branch: b.ID, Commit: commit})
 			continue
 		}
@@ -369,4 +510,18 @@ func stepRetry(g *Group, ev Event) Result {
 	}
 	r.Reply = Reply{State: after.State}
 	return r
+}
+
+// retryPrepare asks every READY branch of a PREPARING group again to
+// prepare. A READY branch whose owner has been gone past the lost-after
+// limit cannot prepare any more (its XA transaction was never durable and
+// died with its connection): the group rolls back.
+func retryPrepare(g *Group, ev Event) Result {
+	for _, b := range g.Branches {
+		if b.State == BranchReady && slices.Contains(ev.Absent, b.Instance) {
+			ev.Reason = "owner " + b.Instance + " gone before preparing"
+			return failVote(g, b, ev)
+		}
+	}
+	return Result{Sends: prepareSends(g), Reply: Reply{State: g.State}}
 }

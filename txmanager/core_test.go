@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -156,10 +157,9 @@ func TestStepVote(t *testing.T) {
 			ev:    Event{Kind: EvVote, Group: ctGroupID, NowMS: ctNow, Instance: ctI2, BranchID: ctB2, OK: true},
 			trans: []Transition{{Kind: TransVote, Group: ctGroupID, BranchID: ctB2, BranchTo: BranchPrepared, AtMS: ctNow}},
 			code:  ReplyOK, state: GroupActive},
-		{name: "ok again from PREPARED (service called twice)", g: three(),
-			ev:    Event{Kind: EvVote, Group: ctGroupID, NowMS: ctNow, Instance: ctI1, BranchID: ctB1, OK: true},
-			trans: []Transition{{Kind: TransVote, Group: ctGroupID, BranchID: ctB1, BranchTo: BranchPrepared, AtMS: ctNow}},
-			code:  ReplyOK, state: GroupActive},
+		{name: "ok again from PREPARED (service called twice): nothing to write", g: three(),
+			ev:   Event{Kind: EvVote, Group: ctGroupID, NowMS: ctNow, Instance: ctI1, BranchID: ctB1, OK: true},
+			code: ReplyOK, state: GroupActive},
 		{name: "failed: vote recorded, rollback decided, every branch told", g: three(),
 			ev: Event{Kind: EvVote, Group: ctGroupID, NowMS: ctNow, Instance: ctI2, BranchID: ctB2, OK: false, Reason: "duplicate key"},
 			trans: []Transition{
@@ -614,14 +614,17 @@ const (
 	fsmResync
 	fsmRetry
 	fsmDup
+	fsmPrepared
 )
 
 const (
-	fsmFail    = 1 << 0
-	fsmForeign = 1 << 1
-	fsmRolled  = 1 << 2
-	fsmLost    = 2 << 2
-	fsmCrash   = 1 << 7
+	fsmFail        = 1 << 0
+	fsmForeign     = 1 << 1
+	fsmRolled      = 1 << 2
+	fsmLost        = 2 << 2
+	fsmXA          = 1 << 3 // join: an xa branch (same bit as the ack outcome's high bit)
+	fsmSameService = 1 << 6 // prepared: sent by another instance of the owner's service
+	fsmCrash       = 1 << 7
 )
 
 type fsmEv [4]byte
@@ -703,6 +706,39 @@ func fsmSeeds() [][]byte {
 			fsmEv{fsmJoin, 2, 0, fsmStep},
 			fsmEv{fsmVote, 0, 0, fsmStep}, fsmEv{fsmVote, 1, 0, fsmStep}, fsmEv{fsmVote, 2, 0, fsmStep},
 			fsmEv{fsmResync, 4, 0, fsmStep}, fsmEv{fsmDecide, 0, 0, fsmStep}),
+		// xa, two phases: votes make the branches READY, the commit starts
+		// the prepare phase, the last prepared branch decides commit.
+		fsmSeed(200,
+			fsmEv{fsmJoin, 1, fsmXA, fsmStep}, fsmEv{fsmJoin, 2, fsmXA, fsmStep},
+			fsmEv{fsmVote, 0, 0, fsmStep}, fsmEv{fsmVote, 1, 0, fsmStep},
+			fsmEv{fsmDecide, 0, 0, fsmStep}, fsmEv{fsmResync, 1, 0, fsmStep},
+			fsmEv{fsmPrepared, 0, 0, fsmStep}, fsmEv{fsmDup, 0, 0, fsmStep}, fsmEv{fsmDecide, 0, 0, fsmStep},
+			fsmEv{fsmPrepared, 1, 0, fsmStep},
+			fsmEv{fsmAck, 0, 0, fsmStep}, fsmEv{fsmAck, 1, 0, fsmStep}),
+		// xa, one branch: one-phase commit, no prepare phase.
+		fsmSeed(200,
+			fsmEv{fsmJoin, 1, fsmXA, fsmStep}, fsmEv{fsmVote, 0, 0, fsmStep},
+			fsmEv{fsmDecide, 0, 0, fsmStep}, fsmEv{fsmAck, 0, 0, fsmStep}),
+		// xa, a branch fails to prepare: rollback.
+		fsmSeed(200,
+			fsmEv{fsmJoin, 1, fsmXA, fsmStep}, fsmEv{fsmJoin, 2, fsmXA, fsmStep},
+			fsmEv{fsmVote, 0, 0, fsmStep}, fsmEv{fsmVote, 1, 0, fsmStep},
+			fsmEv{fsmDecide, 0, 0, fsmStep}, fsmEv{fsmPrepared, 0, fsmFail, fsmStep},
+			fsmEv{fsmAck, 0, fsmRolled, fsmStep}, fsmEv{fsmAck, 1, fsmRolled, fsmStep}),
+		// xa, a prepared branch recovered and reported by another instance of
+		// its service; its owner never comes back.
+		fsmSeed(200,
+			fsmEv{fsmJoin, 1, fsmXA, fsmStep}, fsmEv{fsmJoin, 2, fsmXA, fsmStep},
+			fsmEv{fsmVote, 0, 0, fsmStep}, fsmEv{fsmVote, 1, 0, fsmStep},
+			fsmEv{fsmDecide, 0, 0, fsmStep}, fsmEv{fsmPrepared, 0, fsmSameService, fsmStep},
+			fsmEv{fsmPrepared, 1, 0, fsmStep}, fsmEv{fsmRetry, 0, fsmForeign, fsmStep},
+			fsmEv{fsmAck, 1, 0, fsmStep}),
+		// xa, the owner of a READY branch is gone during the prepare phase.
+		fsmSeed(200,
+			fsmEv{fsmJoin, 1, fsmXA, fsmStep}, fsmEv{fsmJoin, 2, fsmXA, fsmStep},
+			fsmEv{fsmVote, 0, 0, fsmStep}, fsmEv{fsmVote, 1, 0, fsmStep},
+			fsmEv{fsmDecide, 0, 0, fsmStep}, fsmEv{fsmPrepared, 1, 0, fsmStep},
+			fsmEv{fsmRetry, 0, fsmForeign, fsmStep}),
 	}
 }
 
@@ -762,7 +798,7 @@ func fsmRun(t testing.TB, data []byte, live bool) *Group {
 			return id, owner
 		}
 		ev := Event{Group: ctGroupID, NowMS: now}
-		switch op % 8 {
+		switch op % 9 {
 		case fsmJoin:
 			if len(g.Branches) >= 4 {
 				ev.Kind = EvTick
@@ -771,7 +807,11 @@ func fsmRun(t testing.TB, data []byte, live bool) *Group {
 			fresh++
 			inst := int(sel) % 3
 			ev.Kind, ev.Instance = EvJoin, ctInstances[inst]
-			ev.Branch = Branch{ID: ctBranchID(0x100 + fresh), Service: fmt.Sprintf("svc-%d", inst), Datasource: fmt.Sprintf("ds-%d", fl>>2&1), Mode: "xa"}
+			mode := "lcn"
+			if fl&fsmXA != 0 {
+				mode = "xa"
+			}
+			ev.Branch = Branch{ID: ctBranchID(0x100 + fresh), Service: fmt.Sprintf("svc-%d", inst), Datasource: fmt.Sprintf("ds-%d", fl>>2&1), Mode: mode}
 		case fsmVote:
 			ev.Kind, ev.OK, ev.Reason = EvVote, fl&fsmFail == 0, "local failure"
 			ev.BranchID, ev.Instance = pick()
@@ -791,6 +831,19 @@ func fsmRun(t testing.TB, data []byte, live bool) *Group {
 			ev.BranchID, ev.Instance = pick()
 		case fsmRetry:
 			ev.Kind = EvRetry
+			if fl&fsmForeign != 0 {
+				// The server found this owner gone past the lost-after limit.
+				ev.Absent = []string{ctInstances[1+int(sel)%2]}
+			}
+		case fsmPrepared:
+			ev.Kind, ev.OK, ev.Reason = EvPrepared, fl&fsmFail == 0, "XA PREPARE failed"
+			ev.BranchID, ev.Instance = pick()
+			if fl&fsmSameService != 0 {
+				// Another instance of the owner's service (xa recovery).
+				if b, ok := g.Branch(ev.BranchID); ok {
+					ev.Instance = b.Service + "/recovered"
+				}
+			}
 		case fsmDup:
 			if !haveLast {
 				ev.Kind = EvTick
@@ -822,10 +875,10 @@ func fsmRun(t testing.TB, data []byte, live bool) *Group {
 	// Liveness: the reaper, then every owner acknowledging what it was told,
 	// must bring the group to its terminal state.
 	now += 1 << 20
-	if g.State == GroupActive {
+	if g.State.Open() {
 		g = fsmStepCheck(t, g, Event{Kind: EvTick, Group: ctGroupID, NowMS: now}, -1)
-		if g.State == GroupActive {
-			t.Fatalf("group still ACTIVE after a tick past its deadline")
+		if g.State.Open() {
+			t.Fatalf("group still %s after a tick past its deadline", g.State)
 		}
 	}
 	res, _ := ctStep(t, g, Event{Kind: EvRetry, Group: ctGroupID, NowMS: now})
@@ -875,47 +928,100 @@ func fsmStepCheck(t testing.TB, g *Group, ev Event, crash int) *Group {
 			}
 		case TransVote:
 			b, ok := owner(tr.BranchID)
-			if ev.Kind != EvVote || !ok || tr.BranchID != ev.BranchID || b.Instance != ev.Instance {
-				t.Fatalf("vote on %s from event %+v (owner %q)", tr.BranchID, ev, b.Instance)
+			if !ok || tr.BranchID != ev.BranchID && ev.Kind != EvRetry {
+				t.Fatalf("vote on %s from event %+v", tr.BranchID, ev)
 			}
-			if (tr.BranchTo == BranchPrepared) != ev.OK {
-				t.Fatalf("vote OK=%v recorded as %s", ev.OK, tr.BranchTo)
+			switch ev.Kind {
+			case EvVote:
+				want := BranchFailed
+				if ev.OK {
+					want = BranchPrepared
+					if b.Mode == "xa" {
+						want = BranchReady
+					}
+				}
+				if b.Instance != ev.Instance || tr.BranchTo != want {
+					t.Fatalf("vote OK=%v on %s branch owned by %q recorded as %s from %+v", ev.OK, b.Mode, b.Instance, tr.BranchTo, ev)
+				}
+			case EvPrepared:
+				if !mayActFor(b, ev.Instance) || cur.State != GroupPreparing || b.State != BranchReady || (tr.BranchTo == BranchPrepared) != ev.OK {
+					t.Fatalf("prepared OK=%v recorded as %s for %+v in %s from %+v", ev.OK, tr.BranchTo, b, cur.State, ev)
+				}
+			case EvRetry:
+				if !slices.Contains(ev.Absent, b.Instance) || tr.BranchTo != BranchFailed || cur.State != GroupPreparing {
+					t.Fatalf("retry voted %s for %+v (absent %v)", tr.BranchTo, b, ev.Absent)
+				}
+			default:
+				t.Fatalf("vote on %s from event %+v", tr.BranchID, ev)
 			}
 		case TransBranchDone:
 			b, ok := owner(tr.BranchID)
-			if ev.Kind != EvAck || !ok || b.Instance != ev.Instance {
-				t.Fatalf("outcome for %s from event %+v (owner %q)", tr.BranchID, ev, b.Instance)
+			switch {
+			case !ok:
+				t.Fatalf("outcome for unknown %s from %+v", tr.BranchID, ev)
+			case ev.Kind == EvAck:
+				if !mayActFor(b, ev.Instance) {
+					t.Fatalf("outcome for %s from event %+v (owner %q)", tr.BranchID, ev, b.Instance)
+				}
+			case ev.Kind == EvRetry:
+				if !slices.Contains(ev.Absent, b.Instance) || (b.Mode == "xa" && b.State == BranchPrepared) {
+					t.Fatalf("retry gave up on %+v (absent %v)", b, ev.Absent)
+				}
+			default:
+				t.Fatalf("outcome for %s from event %+v", tr.BranchID, ev)
 			}
 		case TransDecide:
-			if tr.GroupTo == GroupCommitting {
-				// Invariant 2: commit only when asked by the starter, in time,
-				// with every joined branch prepared.
-				if ev.Kind != EvDecide || !ev.Commit || ev.Instance != cur.Starter || ev.NowMS >= cur.DeadlineMS {
-					t.Fatalf("commit decided on event %+v (deadline %d)", ev, cur.DeadlineMS)
-				}
+			inTime := ev.NowMS < cur.DeadlineMS
+			switch tr.GroupTo {
+			case GroupPreparing:
+				ready := 0
 				for _, b := range cur.Branches {
-					if b.State != BranchPrepared {
+					if !b.State.Voted() {
+						t.Fatalf("prepare phase with branch %s %s", b.ID, b.State)
+					}
+					if b.State == BranchReady {
+						ready++
+					}
+				}
+				if ev.Kind != EvDecide || !ev.Commit || ev.Instance != cur.Starter || !inTime || ready == 0 || len(cur.Branches) < 2 {
+					t.Fatalf("prepare phase started on event %+v with %d ready of %d", ev, ready, len(cur.Branches))
+				}
+			case GroupCommitting:
+				// Invariant 2: commit only when asked by the starter, in time,
+				// with every joined branch prepared (or a single branch that
+				// commits in one phase).
+				switch {
+				case ev.Kind == EvDecide && ev.Commit && ev.Instance == cur.Starter && inTime && cur.State == GroupActive:
+				case ev.Kind == EvPrepared && ev.OK && inTime && cur.State == GroupPreparing:
+				default:
+					t.Fatalf("commit decided on event %+v (deadline %d, state %s)", ev, cur.DeadlineMS, cur.State)
+				}
+				onePhase := len(cur.Branches) == 1 && cur.Branches[0].State == BranchReady && ev.Kind == EvDecide
+				for _, b := range cur.Branches {
+					if b.State != BranchPrepared && !onePhase {
 						t.Fatalf("commit decided with branch %s %s", b.ID, b.State)
 					}
 				}
-			} else {
+			default:
 				// A rollback needs a cause.
-				allPrepared := true
+				allVoted := true
 				for _, b := range cur.Branches {
-					allPrepared = allPrepared && b.State == BranchPrepared
+					allVoted = allVoted && b.State.Voted()
 				}
-				late := ev.NowMS >= cur.DeadlineMS
+				late := !inTime
 				ok := false
 				switch ev.Kind {
 				case EvTick, EvJoin:
 					ok = late
-				case EvVote:
+				case EvVote, EvPrepared:
 					ok = late || !ev.OK
 				case EvDecide:
-					ok = ev.Instance == cur.Starter && (!ev.Commit || late || !allPrepared)
+					ok = ev.Instance == cur.Starter && (!ev.Commit || late || !allVoted)
+				case EvRetry:
+					ok = cur.State == GroupPreparing && len(ev.Absent) > 0
 				}
 				if !ok {
-					t.Fatalf("rollback decided without a cause on event %+v (deadline %d, all prepared %v)", ev, cur.DeadlineMS, allPrepared)
+					t.Fatalf("rollback decided without a cause on event %+v (deadline %d, all voted %v)", ev, cur.DeadlineMS, allVoted)
 				}
 			}
 		}
@@ -958,6 +1064,10 @@ func fsmStepCheck(t testing.TB, g *Group, ev Event, crash int) *Group {
 		for _, b := range after.Branches {
 			switch b.State {
 			case BranchPrepared, BranchCommitted:
+			case BranchReady:
+				if len(after.Branches) != 1 {
+					t.Fatalf("group decided commit has branch %s READY next to others", b.ID)
+				}
 			case BranchLost:
 				lost = true
 			default:
@@ -992,6 +1102,12 @@ func fsmStepCheck(t testing.TB, g *Group, ev Event, crash int) *Group {
 		}
 		if s.Instance != b.Instance {
 			t.Fatalf("send %+v to %q, but the branch belongs to %q", s, s.Instance, b.Instance)
+		}
+		if s.Prepare {
+			if after.State != GroupPreparing || b.State != BranchReady || s.Commit {
+				t.Fatalf("prepare request %+v for branch %s in group %s", s, b.State, after.State)
+			}
+			continue
 		}
 		if !after.State.Decided() {
 			t.Fatalf("decision sent for an ACTIVE group: %+v", s)
@@ -1077,5 +1193,20 @@ func TestCoreFSMSeedsReachDecisions(t *testing.T) {
 	}
 	if g := fsmRun(t, seeds[12], false); g.State != GroupRollingBack || len(g.Branches) != 4 {
 		t.Errorf("four-branch path ended %s with %d branches", g.State, len(g.Branches))
+	}
+	if g := fsmRun(t, seeds[13], false); g.State != GroupCommitted || g.Attention != "" || !strings.Contains(g.Reason, "every branch prepared") {
+		t.Errorf("xa two-phase path ended %s (%q, %q)", g.State, g.Reason, g.Attention)
+	}
+	if g := fsmRun(t, seeds[14], false); g.State != GroupCommitted || g.Branches[0].State != BranchCommitted {
+		t.Errorf("xa one-phase path ended %s %+v", g.State, g.Branches)
+	}
+	if g := fsmRun(t, seeds[15], false); g.State != GroupRolledBack || !strings.Contains(g.Reason, "failed to prepare") {
+		t.Errorf("xa prepare-failure path ended %s (%q)", g.State, g.Reason)
+	}
+	if g := fsmRun(t, seeds[16], false); g.State != GroupCommitting || g.Branches[0].State != BranchPrepared || g.Branches[1].State != BranchCommitted {
+		t.Errorf("xa recovered-prepare path ended %s %+v", g.State, g.Branches)
+	}
+	if g := fsmRun(t, seeds[17], false); g.State != GroupRollingBack || !strings.Contains(g.Reason, "gone before preparing") {
+		t.Errorf("xa owner-gone-while-preparing path ended %s (%q)", g.State, g.Reason)
 	}
 }

@@ -69,11 +69,15 @@ type TransitionKind uint8
 const (
 	// TransJoin adds Branch (state REGISTERED) to an ACTIVE group.
 	TransJoin TransitionKind = iota + 1
-	// TransVote moves BranchID to BranchTo (PREPARED or FAILED) in an ACTIVE
-	// group. PREPARED may vote again; FAILED is final.
+	// TransVote moves BranchID to BranchTo (READY, PREPARED or FAILED). In
+	// an ACTIVE group REGISTERED, READY and PREPARED may vote (again); in a
+	// PREPARING group only READY may, to PREPARED or FAILED (the prepare
+	// phase's answer). FAILED is final.
 	TransVote
-	// TransDecide moves an ACTIVE group to GroupTo (COMMITTING or
-	// ROLLING_BACK). COMMITTING needs every branch PREPARED. A group with no
+	// TransDecide moves an open group to GroupTo. PREPARING (from ACTIVE
+	// only) needs every branch READY or PREPARED and one READY at least;
+	// COMMITTING needs every branch PREPARED, or a single branch READY (a
+	// one-phase commit); ROLLING_BACK needs nothing. A decided group with no
 	// branch left to notify goes straight to its terminal state.
 	TransDecide
 	// TransBranchDone records BranchID's phase-2 outcome (COMMITTED,
@@ -162,25 +166,52 @@ func ApplyTransition(g *Group, t Transition) error {
 		if i < 0 {
 			return fmt.Errorf("%w: branch %s in group %s", ErrNotFound, t.BranchID, g.ID)
 		}
-		if g.State != GroupActive {
-			return conflict(g, "vote refused: group already decided")
-		}
 		b := &g.Branches[i]
-		switch b.State {
-		case BranchRegistered, BranchPrepared:
+		switch g.State {
+		case GroupActive:
+			switch b.State {
+			case BranchRegistered, BranchReady, BranchPrepared:
+			default:
+				return conflict(g, "branch %s is %s, cannot vote", b.ID, b.State)
+			}
+		case GroupPreparing:
+			// Only the prepare phase's answer: READY becomes PREPARED or FAILED.
+			if b.State != BranchReady || t.BranchTo == BranchReady {
+				return conflict(g, "branch %s is %s, cannot vote %s while preparing", b.ID, b.State, t.BranchTo)
+			}
 		default:
-			return conflict(g, "branch %s is %s, cannot vote", b.ID, b.State)
+			return conflict(g, "vote refused: group already decided")
 		}
 		b.State, b.Reason = t.BranchTo, t.Reason
 		return nil
 
 	case TransDecide:
-		if g.State != GroupActive {
+		if !g.State.Open() {
 			return conflict(g, "already decided")
 		}
-		if t.GroupTo == GroupCommitting {
+		switch t.GroupTo {
+		case GroupPreparing:
+			if g.State != GroupActive {
+				return conflict(g, "already preparing")
+			}
+			ready := false
 			for _, b := range g.Branches {
-				if b.State != BranchPrepared {
+				if !b.State.Voted() {
+					return conflict(g, "prepare refused: branch %s is %s", b.ID, b.State)
+				}
+				ready = ready || b.State == BranchReady
+			}
+			if !ready {
+				return conflict(g, "prepare refused: no branch to prepare")
+			}
+			g.State, g.Reason = GroupPreparing, t.Reason
+			return nil
+		case GroupCommitting:
+			// Every branch durable, or a single branch that commits in one
+			// phase (its own commit is then the whole group's).
+			onePhase := len(g.Branches) == 1 && g.Branches[0].State == BranchReady
+			for _, b := range g.Branches {
+				if b.State != BranchPrepared && !onePhase {
 					return conflict(g, "commit refused: branch %s is %s", b.ID, b.State)
 				}
 			}
@@ -229,11 +260,11 @@ func (t Transition) MustBeWellFormed() {
 			panic("BUG: join of a branch not in state REGISTERED")
 		}
 	case TransVote:
-		if t.BranchTo != BranchPrepared && t.BranchTo != BranchFailed {
+		if t.BranchTo != BranchReady && t.BranchTo != BranchPrepared && t.BranchTo != BranchFailed {
 			panic("BUG: vote to state " + t.BranchTo.String())
 		}
 	case TransDecide:
-		if t.GroupTo != GroupCommitting && t.GroupTo != GroupRollingBack {
+		if t.GroupTo != GroupPreparing && t.GroupTo != GroupCommitting && t.GroupTo != GroupRollingBack {
 			panic("BUG: decide to state " + t.GroupTo.String())
 		}
 	case TransBranchDone:

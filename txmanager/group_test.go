@@ -22,7 +22,7 @@ var ctInstances = []string{"inst-0", "inst-1", "inst-2"} // inst-0 is the starte
 // ctInstances) in state st.
 func ctBranch(n, inst int, st BranchState) Branch {
 	return Branch{ID: ctBranchID(n), Service: fmt.Sprintf("svc-%d", inst), Instance: ctInstances[inst],
-		Datasource: fmt.Sprintf("ds-%d", n), Mode: "xa", State: st}
+		Datasource: fmt.Sprintf("ds-%d", n), Mode: "lcn", State: st}
 }
 
 // ctGroup returns a group in state st with the given branches, with the
@@ -100,6 +100,10 @@ func ctExpectApplied(before *Group, t Transition) *Group {
 	case TransVote:
 		set(t.BranchID, t.BranchTo, t.Reason)
 	case TransDecide:
+		if t.GroupTo == GroupPreparing { // not a decision: no DecidedMS
+			want.State, want.Reason = t.GroupTo, t.Reason
+			break
+		}
 		want.State, want.DecidedMS, want.Reason = t.GroupTo, t.AtMS, t.Reason
 		finish()
 	case TransBranchDone:
@@ -111,10 +115,10 @@ func ctExpectApplied(before *Group, t Transition) *Group {
 
 // Columns of the exhaustive table: the state of the branch the transition
 // names (b1), or absent.
-var ctBranchCols = []BranchState{0, BranchRegistered, BranchPrepared, BranchFailed, BranchCommitted, BranchRolledBack, BranchLost}
+var ctBranchCols = []BranchState{0, BranchRegistered, BranchPrepared, BranchFailed, BranchCommitted, BranchRolledBack, BranchLost, BranchReady}
 
 // Rows of the exhaustive table.
-var ctGroupRows = []GroupState{GroupActive, GroupCommitting, GroupCommitted, GroupRollingBack, GroupRolledBack}
+var ctGroupRows = []GroupState{GroupActive, GroupCommitting, GroupCommitted, GroupRollingBack, GroupRolledBack, GroupPreparing}
 
 type ctVariant struct {
 	name string
@@ -123,7 +127,7 @@ type ctVariant struct {
 	// state ctBranchCols[j]: A applied, C ErrConflict, N ErrNotFound, P
 	// panic (a bug in the caller), X covered by a separate test.
 	// For decide, column "absent" means a group with no branch at all.
-	want [5]string
+	want [6]string
 }
 
 func ctVariants() []ctVariant {
@@ -131,55 +135,77 @@ func ctVariants() []ctVariant {
 	b1 := ctBranchID(1)
 	join := ctBranch(1, 1, BranchRegistered)
 	return []ctVariant{
-		//                                                               absent REG PREP FAIL COMMITTED ROLLED_BACK LOST
-		{"join", Transition{Kind: TransJoin, Group: ctGroupID, Branch: join, AtMS: at}, [5]string{
-			/* ACTIVE       */ "ACCCCCC",
-			/* COMMITTING   */ "CCCCCCC",
-			/* COMMITTED    */ "CCCCCCC",
-			/* ROLLING_BACK */ "CCCCCCC",
-			/* ROLLED_BACK  */ "CCCCCCC"}},
-		{"vote PREPARED", Transition{Kind: TransVote, Group: ctGroupID, BranchID: b1, BranchTo: BranchPrepared, AtMS: at}, [5]string{
-			"NAACCCC",
-			"NCCCCCC",
-			"NCCCCCC",
-			"NCCCCCC",
-			"NCCCCCC"}},
-		{"vote FAILED", Transition{Kind: TransVote, Group: ctGroupID, BranchID: b1, BranchTo: BranchFailed, AtMS: at, Reason: "unique violation"}, [5]string{
-			"NAACCCC",
-			"NCCCCCC",
-			"NCCCCCC",
-			"NCCCCCC",
-			"NCCCCCC"}},
-		{"decide COMMITTING", Transition{Kind: TransDecide, Group: ctGroupID, GroupTo: GroupCommitting, AtMS: at, Reason: "commit asked"}, [5]string{
-			"ACACCCC",
-			"CCCCCCC",
-			"CCCCCCC",
-			"CCCCCCC",
-			"CCCCCCC"}},
-		{"decide ROLLING_BACK", Transition{Kind: TransDecide, Group: ctGroupID, GroupTo: GroupRollingBack, AtMS: at, Reason: "rollback asked"}, [5]string{
-			"AAAAAAA",
-			"CCCCCCC",
-			"CCCCCCC",
-			"CCCCCCC",
-			"CCCCCCC"}},
-		{"done COMMITTED", Transition{Kind: TransBranchDone, Group: ctGroupID, BranchID: b1, BranchTo: BranchCommitted, AtMS: at}, [5]string{
-			"NCCCCCC",
-			"NAAACCC",
-			"NAAACCC",
-			"NPPPCCC",
-			"NPPPCCC"}},
-		{"done ROLLED_BACK", Transition{Kind: TransBranchDone, Group: ctGroupID, BranchID: b1, BranchTo: BranchRolledBack, AtMS: at, Reason: "xa rollback"}, [5]string{
-			"NCCCCCC",
-			"NXXXCCC", // see TestApplyRolledBackInCommitGroupRefused
-			"NXXXCCC",
-			"NAAACCC",
-			"NAAACCC"}},
-		{"done LOST", Transition{Kind: TransBranchDone, Group: ctGroupID, BranchID: b1, BranchTo: BranchLost, AtMS: at, Reason: "session gone"}, [5]string{
-			"NCCCCCC",
-			"NAAACCC",
-			"NAAACCC",
-			"NAAACCC",
-			"NAAACCC"}},
+		//                                                               absent REG PREP FAIL COMMITTED ROLLED_BACK LOST READY
+		{"join", Transition{Kind: TransJoin, Group: ctGroupID, Branch: join, AtMS: at}, [6]string{
+			/* ACTIVE       */ "ACCCCCCC",
+			/* COMMITTING   */ "CCCCCCCC",
+			/* COMMITTED    */ "CCCCCCCC",
+			/* ROLLING_BACK */ "CCCCCCCC",
+			/* ROLLED_BACK  */ "CCCCCCCC",
+			/* PREPARING    */ "CCCCCCCC"}},
+		{"vote READY", Transition{Kind: TransVote, Group: ctGroupID, BranchID: b1, BranchTo: BranchReady, AtMS: at}, [6]string{
+			"NAACCCCA",
+			"NCCCCCCC",
+			"NCCCCCCC",
+			"NCCCCCCC",
+			"NCCCCCCC",
+			"NCCCCCCC"}},
+		{"vote PREPARED", Transition{Kind: TransVote, Group: ctGroupID, BranchID: b1, BranchTo: BranchPrepared, AtMS: at}, [6]string{
+			"NAACCCCA",
+			"NCCCCCCC",
+			"NCCCCCCC",
+			"NCCCCCCC",
+			"NCCCCCCC",
+			"NCCCCCCA"}},
+		{"vote FAILED", Transition{Kind: TransVote, Group: ctGroupID, BranchID: b1, BranchTo: BranchFailed, AtMS: at, Reason: "unique violation"}, [6]string{
+			"NAACCCCA",
+			"NCCCCCCC",
+			"NCCCCCCC",
+			"NCCCCCCC",
+			"NCCCCCCC",
+			"NCCCCCCA"}},
+		{"decide PREPARING", Transition{Kind: TransDecide, Group: ctGroupID, GroupTo: GroupPreparing, AtMS: at, Reason: "commit asked: preparing"}, [6]string{
+			"CCCCCCCA",
+			"CCCCCCCC",
+			"CCCCCCCC",
+			"CCCCCCCC",
+			"CCCCCCCC",
+			"CCCCCCCC"}},
+		{"decide COMMITTING", Transition{Kind: TransDecide, Group: ctGroupID, GroupTo: GroupCommitting, AtMS: at, Reason: "commit asked"}, [6]string{
+			"ACACCCCX", // READY: see TestApplyOnePhaseCommit
+			"CCCCCCCC",
+			"CCCCCCCC",
+			"CCCCCCCC",
+			"CCCCCCCC",
+			"ACACCCCX"}},
+		{"decide ROLLING_BACK", Transition{Kind: TransDecide, Group: ctGroupID, GroupTo: GroupRollingBack, AtMS: at, Reason: "rollback asked"}, [6]string{
+			"AAAAAAAA",
+			"CCCCCCCC",
+			"CCCCCCCC",
+			"CCCCCCCC",
+			"CCCCCCCC",
+			"AAAAAAAA"}},
+		{"done COMMITTED", Transition{Kind: TransBranchDone, Group: ctGroupID, BranchID: b1, BranchTo: BranchCommitted, AtMS: at}, [6]string{
+			"NCCCCCCC",
+			"NAAACCCA",
+			"NAAACCCA",
+			"NPPPCCCP",
+			"NPPPCCCP",
+			"NCCCCCCC"}},
+		{"done ROLLED_BACK", Transition{Kind: TransBranchDone, Group: ctGroupID, BranchID: b1, BranchTo: BranchRolledBack, AtMS: at, Reason: "xa rollback"}, [6]string{
+			"NCCCCCCC",
+			"NXXXCCCX", // see TestApplyRolledBackInCommitGroupRefused
+			"NXXXCCCX",
+			"NAAACCCA",
+			"NAAACCCA",
+			"NCCCCCCC"}},
+		{"done LOST", Transition{Kind: TransBranchDone, Group: ctGroupID, BranchID: b1, BranchTo: BranchLost, AtMS: at, Reason: "session gone"}, [6]string{
+			"NCCCCCCC",
+			"NAAACCCA",
+			"NAAACCCA",
+			"NAAACCCA",
+			"NAAACCCA",
+			"NCCCCCCC"}},
 	}
 }
 
@@ -187,7 +213,7 @@ func ctVariants() []ctVariant {
 // done while the group is undecided or deciding, done once it is terminal.
 func ctSibling(st GroupState) Branch {
 	switch st {
-	case GroupActive, GroupCommitting:
+	case GroupActive, GroupCommitting, GroupPreparing:
 		return ctBranch(2, 2, BranchPrepared)
 	case GroupRollingBack:
 		return ctBranch(2, 2, BranchRegistered)
@@ -308,7 +334,7 @@ func ctCheckCell(t *testing.T, g *Group, tr Transition, code byte) {
 // (panic or error) rather than record it.
 func TestApplyRolledBackInCommitGroupRefused(t *testing.T) {
 	for _, gs := range []GroupState{GroupCommitting, GroupCommitted} {
-		for _, bs := range []BranchState{BranchRegistered, BranchPrepared, BranchFailed} {
+		for _, bs := range []BranchState{BranchRegistered, BranchPrepared, BranchFailed, BranchReady} {
 			g := ctGroup(gs, ctBranch(1, 1, bs))
 			before := ctClone(g)
 			var err error
@@ -322,6 +348,24 @@ func TestApplyRolledBackInCommitGroupRefused(t *testing.T) {
 			if !reflect.DeepEqual(g, before) {
 				t.Errorf("%s group, branch %s: refused but changed the group", gs, bs)
 			}
+		}
+	}
+}
+
+// TestApplyOnePhaseCommit: a READY (not yet durable) branch may be committed
+// only when it is the group's single branch (XA COMMIT ... ONE PHASE); next
+// to any other branch the group must prepare first.
+func TestApplyOnePhaseCommit(t *testing.T) {
+	commit := Transition{Kind: TransDecide, Group: ctGroupID, GroupTo: GroupCommitting, AtMS: 4000, Reason: "commit asked"}
+	for _, gs := range []GroupState{GroupActive, GroupPreparing} {
+		g := ctGroup(gs, ctBranch(1, 1, BranchReady))
+		ctCheckCell(t, g, commit, 'A')
+		if g.State != GroupCommitting || g.DecidedMS != 4000 {
+			t.Errorf("%s: one-phase commit left the group %s (decided %d)", gs, g.State, g.DecidedMS)
+		}
+		for _, other := range []BranchState{BranchPrepared, BranchReady} {
+			g := ctGroup(gs, ctBranch(1, 1, BranchReady), ctBranch(2, 2, other))
+			ctCheckCell(t, g, commit, 'C')
 		}
 	}
 }
@@ -612,7 +656,7 @@ func TestGroupBranchLookup(t *testing.T) {
 
 func TestApplyStateNamesRoundTrip(t *testing.T) {
 	groupNames := map[GroupState]string{GroupActive: "ACTIVE", GroupCommitting: "COMMITTING", GroupCommitted: "COMMITTED",
-		GroupRollingBack: "ROLLING_BACK", GroupRolledBack: "ROLLED_BACK"}
+		GroupRollingBack: "ROLLING_BACK", GroupRolledBack: "ROLLED_BACK", GroupPreparing: "PREPARING"}
 	for s, name := range groupNames {
 		if s.String() != name {
 			t.Errorf("GroupState %d String() = %q, want %q", s, s.String(), name)
@@ -622,7 +666,7 @@ func TestApplyStateNamesRoundTrip(t *testing.T) {
 			t.Errorf("ParseGroupState(%q) = %v, %v", name, got, err)
 		}
 	}
-	for _, s := range []GroupState{0, 6, 7, 255} {
+	for _, s := range []GroupState{0, 7, 8, 255} {
 		want := fmt.Sprintf("GroupState(%d)", uint8(s))
 		if s.String() != want {
 			t.Errorf("GroupState(%d).String() = %q, want %q", s, s.String(), want)
@@ -632,7 +676,7 @@ func TestApplyStateNamesRoundTrip(t *testing.T) {
 		}
 	}
 	branchNames := map[BranchState]string{BranchRegistered: "REGISTERED", BranchPrepared: "PREPARED", BranchFailed: "FAILED",
-		BranchCommitted: "COMMITTED", BranchRolledBack: "ROLLED_BACK", BranchLost: "LOST"}
+		BranchCommitted: "COMMITTED", BranchRolledBack: "ROLLED_BACK", BranchLost: "LOST", BranchReady: "READY"}
 	for s, name := range branchNames {
 		if s.String() != name {
 			t.Errorf("BranchState %d String() = %q, want %q", s, s.String(), name)
@@ -642,7 +686,7 @@ func TestApplyStateNamesRoundTrip(t *testing.T) {
 			t.Errorf("ParseBranchState(%q) = %v, %v", name, got, err)
 		}
 	}
-	for _, s := range []BranchState{0, 7, 8, 255} {
+	for _, s := range []BranchState{0, 8, 9, 255} {
 		want := fmt.Sprintf("BranchState(%d)", uint8(s))
 		if s.String() != want {
 			t.Errorf("BranchState(%d).String() = %q, want %q", s, s.String(), want)

@@ -34,11 +34,12 @@ type Server struct {
 	locks [256]sync.Mutex // per-group serialisation, striped by id
 	seed  maphash.Seed
 
-	mu       sync.Mutex // guards sessions, retry, gone
+	mu       sync.Mutex // guards sessions, retry, gone, waiters
 	sessions map[string]*session
-	retry    map[string]retryState // decided groups awaiting acks: next push time
-	gone     map[string]time.Time  // session id -> when its last session ended
-	started  time.Time             // owners never seen by this server count as gone since then
+	waiters  map[string]*decisionWaiters // PREPARING groups whose starter waits for the decision
+	retry    map[string]retryState       // decided groups awaiting acks: next push time
+	gone     map[string]time.Time        // session id -> when its last session ended
+	started  time.Time                   // owners never seen by this server count as gone since then
 
 	wg        sync.WaitGroup // every goroutine the server starts
 	closeOnce sync.Once
@@ -75,6 +76,7 @@ func New(cfg Config, store Store, opts ...Option) (*Server, error) {
 		sessions: make(map[string]*session),
 		retry:    make(map[string]retryState),
 		gone:     make(map[string]time.Time),
+		waiters:  make(map[string]*decisionWaiters),
 		closed:   make(chan struct{}),
 	}
 	for _, o := range opts {
@@ -195,7 +197,12 @@ func (s *Server) step(ctx context.Context, ev Event) (Reply, error) {
 				return Reply{}, fmt.Errorf("%w: %s group %s: %v", errUnavailable, t.Kind, ev.Group, err)
 			}
 			if t.Kind == TransDecide {
-				s.log.Info("group decided", "group", t.Group, "state", t.GroupTo, "reason", t.Reason)
+				if t.GroupTo == GroupPreparing {
+					s.log.Debug("group preparing", "group", t.Group, "reason", t.Reason)
+				} else {
+					s.log.Info("group decided", "group", t.Group, "state", t.GroupTo, "reason", t.Reason)
+					defer s.notifyDecided(t.Group) // after the pushes below
+				}
 				s.scheduleRetry(t.Group)
 			}
 		}
@@ -243,8 +250,82 @@ func (s *Server) dispatch(sends []Send) {
 		if ss == nil {
 			continue
 		}
+		if d.Prepare {
+			ss.push(&wire.Message{Type: wire.TypePrepare, Group: d.Group, Branch: d.Branch})
+			continue
+		}
 		ss.push(&wire.Message{Type: wire.TypeDecision, Group: d.Group, Branch: d.Branch, Commit: d.Commit})
 	}
+}
+
+// awaitDecision waits until the PREPARING group of a commit request ev is
+// decided and answers ev again (the answer is then the decision). It wakes
+// when this server persists the decision and, in case another TxManager
+// sharing the store made it, looks at the store every decisionPoll. It
+// gives up, answering PREPARING, when ctx ends: the client asks again.
+func (s *Server) awaitDecision(ctx context.Context, ev Event) (Reply, error) {
+	const decisionPoll = 250 * time.Millisecond
+	t := time.NewTicker(decisionPoll)
+	defer t.Stop()
+	for {
+		ch := s.decidedChan(ev.Group)
+		r, err := s.step(ctx, ev)
+		if err != nil || r.Code != ReplyOK || r.State != GroupPreparing {
+			s.releaseDecidedChan(ev.Group, ch)
+			return r, err
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-ctx.Done():
+			s.releaseDecidedChan(ev.Group, ch)
+			return r, nil
+		case <-s.closed:
+			s.releaseDecidedChan(ev.Group, ch)
+			return r, nil
+		}
+		s.releaseDecidedChan(ev.Group, ch)
+	}
+}
+
+// decidedChan returns a channel closed when this server next persists a
+// decision (or a PREPARING group's end) for group. Every call must be
+// paired with releaseDecidedChan.
+func (s *Server) decidedChan(group string) chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := s.waiters[group]
+	if w == nil {
+		w = &decisionWaiters{ch: make(chan struct{})}
+		s.waiters[group] = w
+	}
+	w.n++
+	return w.ch
+}
+
+func (s *Server) releaseDecidedChan(group string, ch chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if w := s.waiters[group]; w != nil && w.ch == ch {
+		if w.n--; w.n == 0 {
+			delete(s.waiters, group)
+		}
+	}
+}
+
+// notifyDecided wakes the waiters of group.
+func (s *Server) notifyDecided(group string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if w := s.waiters[group]; w != nil {
+		close(w.ch)
+		delete(s.waiters, group)
+	}
+}
+
+type decisionWaiters struct {
+	ch chan struct{}
+	n  int
 }
 
 // absentOwners lists the owners of g's branches not done that have had no

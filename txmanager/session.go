@@ -263,7 +263,7 @@ func (ss *session) readLoop() {
 			ss.closeWith(websocket.CloseInvalidFramePayloadData, err.Error())
 			return
 		}
-		if m.Type == wire.TypeHello || m.Type == wire.TypeOK || m.Type == wire.TypeError || m.Type == wire.TypeDecision {
+		if m.Type == wire.TypeHello || m.Type == wire.TypeOK || m.Type == wire.TypeError || m.Type == wire.TypeDecision || m.Type == wire.TypePrepare {
 			ss.closeWith(websocket.ClosePolicyViolation, fmt.Sprintf("unexpected %s message", m.Type))
 			return
 		}
@@ -290,12 +290,22 @@ func (ss *session) handle(m *wire.Message) *wire.Message {
 		} else if err != nil {
 			return wire.Errorf(m.ID, wire.CodeUnavailable, "%v", err)
 		}
-		return &wire.Message{Type: wire.TypeOK, ID: m.ID, Group: g.ID, State: g.State.String(), Deadline: g.DeadlineMS,
+		resp := &wire.Message{Type: wire.TypeOK, ID: m.ID, Group: g.ID, State: g.State.String(), Deadline: g.DeadlineMS,
 			Reason: g.Reason, Attention: g.Attention}
+		if m.Branch != "" {
+			b, ok := g.Branch(m.Branch)
+			if !ok {
+				return wire.Errorf(m.ID, wire.CodeNotFound, "group %s has no branch %s", m.Group, m.Branch)
+			}
+			resp.Branch, resp.Service, resp.Mode, resp.BranchState = b.ID, b.Service, b.Mode, b.State.String()
+		}
+		return resp
 	case wire.TypeJoin:
 		ev = Event{Kind: EvJoin, Branch: Branch{ID: newBranchID(), Service: ss.service, Datasource: m.Datasource, Mode: m.Mode}}
 	case wire.TypeVote:
 		ev = Event{Kind: EvVote, BranchID: m.Branch, OK: m.OK, Reason: m.Reason}
+	case wire.TypePrepared:
+		ev = Event{Kind: EvPrepared, BranchID: m.Branch, OK: m.OK, Reason: m.Reason}
 	case wire.TypeDecide:
 		ev = Event{Kind: EvDecide, Commit: m.Commit}
 	case wire.TypeAck:
@@ -313,6 +323,12 @@ func (ss *session) handle(m *wire.Message) *wire.Message {
 	}
 	ev.Group, ev.Instance = m.Group, ss.id
 	r, err := s.step(ctx, ev)
+	if err == nil && ev.Kind == EvDecide && ev.Commit && r.Code == ReplyOK && r.State == GroupPreparing {
+		// The answer to a commit is the decision: wait for the prepare
+		// phase to end (the last branch prepared, one failed, or the
+		// deadline passed).
+		r, err = s.awaitDecision(ctx, ev)
+	}
 	if err != nil {
 		ss.log.Warn("request failed", "type", m.Type, "group", m.Group, "err", err)
 		return wire.Errorf(m.ID, wire.CodeUnavailable, "%v", err)

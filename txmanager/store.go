@@ -23,14 +23,15 @@ type Store interface {
 	Get(ctx context.Context, id string) (*Group, error)
 	// Apply performs t atomically and returns the group after it. When t
 	// decides the group, the group leaves the deadline index and enters the
-	// phase-2 index; when t makes it terminal it leaves the phase-2 index and
+	// phase-2 index (a PREPARING group is in both: its deadline applies and
+	// its prepare requests are retried); when t makes it terminal it leaves the phase-2 index and
 	// is kept for the retention period given to the store, then removed.
 	Apply(ctx context.Context, t Transition) (*Group, error)
-	// Expired lists up to limit ACTIVE groups whose deadline is at or before
-	// now, oldest deadline first.
+	// Expired lists up to limit open (ACTIVE or PREPARING) groups whose
+	// deadline is at or before now, oldest deadline first.
 	Expired(ctx context.Context, now time.Time, limit int) ([]string, error)
-	// Undone lists up to limit decided groups that are not terminal yet
-	// (phase 2 still owes acknowledgements).
+	// Undone lists up to limit groups owed pushes: PREPARING (prepare
+	// requests) and decided but not terminal (phase 2 owes acknowledgements).
 	Undone(ctx context.Context, limit int) ([]string, error)
 	// Purge removes terminal groups whose retention has passed and returns
 	// how many it removed (stores that expire records by themselves return 0).
@@ -39,4 +40,13 @@ type Store interface {
 	Ping(ctx context.Context) error
 	// Close releases the store's resources.
 	Close() error
+}
+
+// undoneKeyMS orders a group in the undone index: by the time of its
+// decision, or by its creation while it is PREPARING (not decided yet).
+func undoneKeyMS(g *Group) int64 {
+	if g.State.Decided() {
+		return g.DecidedMS
+	}
+	return g.CreatedMS
 }

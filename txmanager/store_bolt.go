@@ -201,20 +201,20 @@ func (s *BoltStore) Apply(ctx context.Context, t Transition) (*Group, error) {
 // reindex moves the group's index entries from what before needs to what
 // after needs.
 func (s *BoltStore) reindex(tx *bolt.Tx, before, after *Group) error {
-	if before.State == GroupActive && after.State != GroupActive {
+	if before.State.Open() && !after.State.Open() {
 		if err := tx.Bucket(boltDeadlines).Delete(boltKey(before.DeadlineMS, before.ID)); err != nil {
 			return err
 		}
 	}
-	undoneBefore := before.State.Decided() && !before.State.Terminal()
-	undoneAfter := after.State.Decided() && !after.State.Terminal()
-	if undoneBefore && !undoneAfter {
-		if err := tx.Bucket(boltUndone).Delete(boltKey(before.DecidedMS, before.ID)); err != nil {
+	oldKey, newKey := boltKey(undoneKeyMS(before), before.ID), boltKey(undoneKeyMS(after), after.ID)
+	moved := !bytes.Equal(oldKey, newKey)
+	if before.State.Undone() && (!after.State.Undone() || moved) {
+		if err := tx.Bucket(boltUndone).Delete(oldKey); err != nil {
 			return err
 		}
 	}
-	if !undoneBefore && undoneAfter {
-		if err := tx.Bucket(boltUndone).Put(boltKey(after.DecidedMS, after.ID), nil); err != nil {
+	if after.State.Undone() && (!before.State.Undone() || moved) {
+		if err := tx.Bucket(boltUndone).Put(newKey, nil); err != nil {
 			return err
 		}
 	}
@@ -227,8 +227,8 @@ func (s *BoltStore) reindex(tx *bolt.Tx, before, after *Group) error {
 	return nil
 }
 
-// Expired lists ACTIVE groups whose deadline is at or before now, oldest
-// deadline first (ties by id).
+// Expired lists open (ACTIVE or PREPARING) groups whose deadline is at or
+// before now, oldest deadline first (ties by id).
 func (s *BoltStore) Expired(ctx context.Context, now time.Time, limit int) ([]string, error) {
 	ids, err := s.scan(ctx, boltDeadlines, now.UnixMilli(), limit)
 	if err != nil {
@@ -237,8 +237,8 @@ func (s *BoltStore) Expired(ctx context.Context, now time.Time, limit int) ([]st
 	return ids, nil
 }
 
-// Undone lists decided, non-terminal groups, oldest decision first (ties by
-// id).
+// Undone lists groups owed pushes (PREPARING, COMMITTING, ROLLING_BACK),
+// oldest first (see undoneKeyMS), ties by id.
 func (s *BoltStore) Undone(ctx context.Context, limit int) ([]string, error) {
 	ids, err := s.scan(ctx, boltUndone, math.MaxInt64, limit)
 	if err != nil {

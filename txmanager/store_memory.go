@@ -129,20 +129,21 @@ func (s *MemoryStore) Apply(ctx context.Context, t Transition) (*Group, error) {
 	return after.Clone(), nil
 }
 
-// Expired lists ACTIVE groups whose deadline is at or before now, oldest
-// deadline first (ties by id).
+// Expired lists open (ACTIVE or PREPARING) groups whose deadline is at or
+// before now, oldest deadline first (ties by id).
 func (s *MemoryStore) Expired(ctx context.Context, now time.Time, limit int) ([]string, error) {
 	nowMS := now.UnixMilli()
 	return s.list(limit, func(g *Group) (int64, bool) {
-		return g.DeadlineMS, g.State == GroupActive && g.DeadlineMS <= nowMS
+		return g.DeadlineMS, g.State.Open() && g.DeadlineMS <= nowMS
 	})
 }
 
-// Undone lists decided, non-terminal groups, oldest decision first (ties by
-// id).
+// Undone lists groups owed pushes (PREPARING, COMMITTING, ROLLING_BACK),
+// oldest first (by decision time; a PREPARING group by creation time), ties
+// by id.
 func (s *MemoryStore) Undone(ctx context.Context, limit int) ([]string, error) {
 	return s.list(limit, func(g *Group) (int64, bool) {
-		return g.DecidedMS, g.State.Decided() && !g.State.Terminal()
+		return undoneKeyMS(g), g.State.Undone()
 	})
 }
 

@@ -20,8 +20,8 @@ import (
 // With the default prefix "lcn":
 //
 //	lcn:{<id>}:g     hash    the group's record (fields: see package redisscript)
-//	lcn:deadlines    zset    member <id>, score DeadlineMS: ACTIVE groups (reaper)
-//	lcn:undone       zset    member <id>, score DecidedMS: decided, non-terminal groups (phase 2)
+//	lcn:deadlines    zset    member <id>, score DeadlineMS: open (ACTIVE, PREPARING) groups (reaper)
+//	lcn:undone       zset    member <id>, score: time it entered: PREPARING and decided, non-terminal groups (retrier)
 //
 // Every key that belongs to one group carries the hash tag {<id>}, so each
 // transition script touches a single slot and the layout works on Redis
@@ -47,11 +47,13 @@ import (
 // change them atomically with the record. Instead the steps are ordered so
 // that a crash (or a lost connection) after any prefix of them leaves only
 // stale index entries, never a missing one, and the readers clean up stale
-// entries. Group states only move forward (ACTIVE, decided, terminal, gone),
+// entries. Group states only move forward (ACTIVE, PREPARING, decided, terminal,
+// gone),
 // which is what makes removing a stale entry safe. The invariants:
 //
-//	(A) an ACTIVE group is in deadlines or in undone (or both);
-//	(B) a decided, non-terminal group is in undone.
+//	(A) an open group (ACTIVE or PREPARING) is in deadlines or in undone
+//	    (or both);
+//	(B) a PREPARING group, and a decided, non-terminal one, is in undone.
 //
 // Create: ZADD deadlines, then the create script (write unless the key
 // exists). The group exists only after it is indexed (A). A crash in between
@@ -59,19 +61,20 @@ import (
 // deadline is createGrace old (a Create still between its two steps must not
 // lose its entry).
 //
-// Decide: ZADD undone, then the decide script, then ZREM deadlines. The group
-// is decided only after it is in undone (B). Removing the deadline entry
+// Decide: ZADD undone, then the decide script, then ZREM deadlines (not for
+// a decide to PREPARING: that group stays open, under its deadline). The group
+// is PREPARING or decided only after it is in undone (B). Removing the deadline entry
 // afterwards is safe whatever the script answered: if it refused and the
-// group is still ACTIVE, the group is in undone (A), and Apply puts the
+// group is still open, the group is in undone (A), and Apply puts the
 // deadline entry back at once; if that step is lost, Undone puts it back
-// when it meets an ACTIVE group (it never removes one: a decide may be
+// when it meets an open group (it never removes one: a decide may be
 // between its steps). An ACTIVE group in undone is otherwise just skipped:
 // it becomes a correct entry when the group is decided, at its deadline at
 // the latest.
 //
 // A transition that makes the group terminal is followed by ZREM undone.
 // Stale entries are cleaned by the readers: Expired drops entries whose group
-// is not ACTIVE (and re-scores one whose deadline is later than its score);
+// is not open (and re-scores one whose deadline is later than its score);
 // Undone drops entries whose group is terminal or gone.
 //
 // On a *redis.Client (one server, or Sentinel) the steps of one operation go
@@ -473,7 +476,7 @@ func (s *RedisStore) Apply(ctx context.Context, t Transition) (*Group, error) {
 	case s.ordered:
 		res, err = s.decidePipelined(ctx, t, keys, args)
 	default:
-		if err = s.c.ZAddNX(ctx, s.undone, redis.Z{Score: float64(t.AtMS), Member: t.Group}).Err(); err == nil {
+		if err = s.c.ZAdd(ctx, s.undone, redis.Z{Score: float64(t.AtMS), Member: t.Group}).Err(); err == nil {
 			res, err = script.Run(ctx, s.c, keys, args...).Result()
 		}
 	}
@@ -487,8 +490,8 @@ func (s *RedisStore) Apply(ctx context.Context, t Transition) (*Group, error) {
 	// is harmless (see the ordering above).
 	if err != nil {
 		var ce *ConflictError
-		if t.Kind == TransDecide && s.ordered && errors.As(err, &ce) && ce.Group == GroupActive {
-			// The pipeline removed the deadline of a group that is still ACTIVE.
+		if t.Kind == TransDecide && t.GroupTo != GroupPreparing && s.ordered && errors.As(err, &ce) && ce.Group.Open() {
+			// The pipeline removed the deadline of a group that is still open.
 			s.c.ZAddLT(context.WithoutCancel(ctx), s.deadlines, redis.Z{Score: float64(deadline), Member: t.Group})
 		}
 		return nil, err
@@ -515,9 +518,11 @@ func (s *RedisStore) Apply(ctx context.Context, t Transition) (*Group, error) {
 func (s *RedisStore) decidePipelined(ctx context.Context, t Transition, keys []string, args []any) (any, error) {
 	undone := redis.Z{Score: float64(t.AtMS), Member: t.Group}
 	return s.pipelined(ctx, func(p redis.Pipeliner, eval bool) (redis.Cmder, *redis.Cmd) {
-		zadd := p.ZAddNX(ctx, s.undone, undone)
+		zadd := p.ZAdd(ctx, s.undone, undone)
 		cmd := runScript(ctx, p, redisDecide, eval, keys, args)
-		p.ZRem(ctx, s.deadlines, t.Group)
+		if t.GroupTo != GroupPreparing { // a PREPARING group keeps its deadline
+			p.ZRem(ctx, s.deadlines, t.Group)
+		}
 		return zadd, cmd
 	})
 }
@@ -617,7 +622,7 @@ func (s *RedisStore) peek(ctx context.Context, zs []redis.Z) ([]peeked, error) {
 	return out, nil
 }
 
-// Expired lists ACTIVE groups whose deadline is at or before now, oldest
+// Expired lists open groups whose deadline is at or before now, oldest
 // deadline first (ties by id). It reads the candidates' records (one
 // pipeline per page) and drops stale index entries on the way.
 func (s *RedisStore) Expired(ctx context.Context, now time.Time, limit int) ([]string, error) {
@@ -651,7 +656,7 @@ func (s *RedisStore) Expired(ctx context.Context, now time.Time, limit int) ([]s
 				drop = append(drop, id) // a Create that never finished, or long gone
 			case !p.found || p.corrupt:
 				offset++ // perhaps a Create between its two steps
-			case p.state != GroupActive:
+			case !p.state.Open():
 				drop = append(drop, id)
 			case p.deadlineMS > nowMS:
 				rescore = append(rescore, redis.Z{Score: float64(p.deadlineMS), Member: id})
@@ -679,7 +684,7 @@ func (s *RedisStore) Expired(ctx context.Context, now time.Time, limit int) ([]s
 	return ids, nil
 }
 
-// Undone lists decided, non-terminal groups, oldest decision first (ties by
+// Undone lists PREPARING and decided, non-terminal groups, oldest first (ties by
 // id). It reads the candidates' records (one pipeline per page), drops
 // entries of terminal or vanished groups and makes sure an ACTIVE group met
 // here has its deadline entry (see the ordering above).
@@ -713,6 +718,11 @@ func (s *RedisStore) Undone(ctx context.Context, limit int) ([]string, error) {
 				drop = append(drop, id)
 			case p.state == GroupActive:
 				active = append(active, redis.Z{Score: float64(p.deadlineMS), Member: id})
+				offset++
+			case p.state == GroupPreparing:
+				// Owed prepare requests, and still bound by its deadline.
+				active = append(active, redis.Z{Score: float64(p.deadlineMS), Member: id})
+				ids = append(ids, id)
 				offset++
 			default:
 				ids = append(ids, id)

@@ -47,6 +47,22 @@ func tVote(id string, ok bool, reason string) Transition {
 	return Transition{Kind: TransVote, BranchID: id, BranchTo: to, AtMS: t0 + 2, Reason: reason}
 }
 
+// tReady is an xa branch's vote at local commit (READY), tPrepared the
+// prepare phase's answer, tPrepare the decide to PREPARING.
+func tReady(id string) Transition {
+	return Transition{Kind: TransVote, BranchID: id, BranchTo: BranchReady, AtMS: t0 + 2}
+}
+
+func tPrepared(id string, ok bool, reason string) Transition {
+	tr := tVote(id, ok, reason)
+	tr.AtMS = t0 + 3
+	return tr
+}
+
+func tPrepare() Transition {
+	return Transition{Kind: TransDecide, GroupTo: GroupPreparing, AtMS: t0 + 3, Reason: "commit asked: preparing"}
+}
+
 func tDecide(commit bool, reason string) Transition {
 	to := GroupRollingBack
 	if commit {
@@ -210,6 +226,28 @@ var transitionCases = []struct {
 	{name: "decide twice", setup: []Transition{tJoin("b1"), tDecide(false, "r")}, last: tDecide(false, "again"), want: conflicts},
 	{name: "commit after rollback", setup: []Transition{tJoin("b1"), tDecide(false, "r")}, last: tDecide(true, "c"), want: conflicts},
 	{name: "decide terminal", setup: []Transition{tDecide(false, "r")}, last: tDecide(false, "again"), want: conflicts},
+
+	{name: "vote ready", setup: []Transition{tJoin("b1")}, last: tReady("b1")},
+	{name: "vote ready again", setup: []Transition{tJoin("b1"), tReady("b1")}, last: tReady("b1")},
+	{name: "vote ready after failed", setup: []Transition{tJoin("b1"), tVote("b1", false, "x")}, last: tReady("b1"), want: conflicts},
+	{name: "prepare", setup: []Transition{tJoin("b1"), tJoin("b2"), tReady("b1"), tVote("b2", true, "")}, last: tPrepare()},
+	{name: "prepare all ready", setup: []Transition{tJoin("b1"), tJoin("b2"), tReady("b1"), tReady("b2")}, last: tPrepare()},
+	{name: "prepare none ready", setup: []Transition{tJoin("b1"), tVote("b1", true, "")}, last: tPrepare(), want: conflicts},
+	{name: "prepare with registered", setup: []Transition{tJoin("b1"), tJoin("b2"), tReady("b1")}, last: tPrepare(), want: conflicts},
+	{name: "prepare twice", setup: []Transition{tJoin("b1"), tJoin("b2"), tReady("b1"), tReady("b2"), tPrepare()}, last: tPrepare(), want: conflicts},
+	{name: "prepare after decide", setup: []Transition{tJoin("b1"), tReady("b1"), tDecide(false, "r")}, last: tPrepare(), want: conflicts},
+	{name: "prepared while preparing", setup: []Transition{tJoin("b1"), tJoin("b2"), tReady("b1"), tReady("b2"), tPrepare()}, last: tPrepared("b1", true, "")},
+	{name: "prepare failed while preparing", setup: []Transition{tJoin("b1"), tJoin("b2"), tReady("b1"), tReady("b2"), tPrepare()}, last: tPrepared("b1", false, "XAER_RMFAIL")},
+	{name: "prepared twice while preparing", setup: []Transition{tJoin("b1"), tJoin("b2"), tReady("b1"), tReady("b2"), tPrepare(), tPrepared("b1", true, "")}, last: tPrepared("b1", true, ""), want: conflicts},
+	{name: "ready while preparing", setup: []Transition{tJoin("b1"), tJoin("b2"), tReady("b1"), tReady("b2"), tPrepare()}, last: tReady("b1"), want: conflicts},
+	{name: "join while preparing", setup: []Transition{tJoin("b1"), tJoin("b2"), tReady("b1"), tReady("b2"), tPrepare()}, last: tJoin("b3"), want: conflicts},
+	{name: "commit while preparing", setup: []Transition{tJoin("b1"), tJoin("b2"), tReady("b1"), tReady("b2"), tPrepare(), tPrepared("b1", true, "")}, last: tDecide(true, "c"), want: conflicts},
+	{name: "commit after prepare", setup: []Transition{tJoin("b1"), tJoin("b2"), tReady("b1"), tReady("b2"), tPrepare(), tPrepared("b1", true, ""), tPrepared("b2", true, "")}, last: tDecide(true, "every branch prepared")},
+	{name: "rollback while preparing", setup: []Transition{tJoin("b1"), tJoin("b2"), tReady("b1"), tReady("b2"), tPrepare()}, last: tDecide(false, "deadline")},
+	{name: "done while preparing", setup: []Transition{tJoin("b1"), tJoin("b2"), tReady("b1"), tReady("b2"), tPrepare()}, last: tDone("b1", BranchRolledBack, ""), want: conflicts},
+	{name: "one-phase commit", setup: []Transition{tJoin("b1"), tReady("b1")}, last: tDecide(true, "one phase")},
+	{name: "one-phase commit done", setup: []Transition{tJoin("b1"), tReady("b1"), tDecide(true, "one phase")}, last: tDone("b1", BranchCommitted, "")},
+	{name: "commit two ready", setup: []Transition{tJoin("b1"), tJoin("b2"), tReady("b1"), tReady("b2")}, last: tDecide(true, "c"), want: conflicts},
 
 	{name: "done before decision", setup: []Transition{tJoin("b1"), tVote("b1", true, "")}, last: tDone("b1", BranchRolledBack, ""), want: conflicts},
 	{name: "done unknown branch", setup: []Transition{tJoin("b1"), tDecide(false, "r")}, last: tDone("b2", BranchRolledBack, ""), want: notFound},
@@ -451,11 +489,32 @@ func testStore(t *testing.T, newStore func(t *testing.T) Store) {
 		expectIDs(t, "Expired after f", "a", "c")(s.Expired(ctx, now, 10))
 		expectIDs(t, "Undone after f", "d", "e")(s.Undone(ctx, 10))
 
+		// A PREPARING group stays under its deadline and is owed pushes.
+		g = newTestGroup("p")
+		g.DeadlineMS = t0 - 1
+		mustCreate(t, s, g)
+		mustApply(t, s, Transition{Kind: TransJoin, Group: "p", Branch: Branch{ID: "x", State: BranchRegistered}})
+		mustApply(t, s, Transition{Kind: TransVote, Group: "p", BranchID: "x", BranchTo: BranchReady})
+		mustApply(t, s, Transition{Kind: TransJoin, Group: "p", Branch: Branch{ID: "y", State: BranchRegistered}})
+		mustApply(t, s, Transition{Kind: TransVote, Group: "p", BranchID: "y", BranchTo: BranchReady})
+		mustApply(t, s, Transition{Kind: TransDecide, Group: "p", GroupTo: GroupPreparing, AtMS: t0})
+		expectIDs(t, "Expired with PREPARING p", "a", "p", "c")(s.Expired(ctx, now, 10))
+		expectIDs(t, "Undone with PREPARING p", "p", "d", "e")(s.Undone(ctx, 10))
+		mustApply(t, s, Transition{Kind: TransVote, Group: "p", BranchID: "x", BranchTo: BranchPrepared, AtMS: t0 + 1})
+		expectIDs(t, "Undone after one prepared", "p", "d", "e")(s.Undone(ctx, 10))
+		mustApply(t, s, Transition{Kind: TransDecide, Group: "p", GroupTo: GroupRollingBack, AtMS: t0 + 6})
+		expectIDs(t, "Expired after p decided", "a", "c")(s.Expired(ctx, now, 10))
+		expectIDs(t, "Undone after p decided", "d", "p", "e")(s.Undone(ctx, 10))
+		for _, b := range []string{"x", "y"} {
+			mustApply(t, s, Transition{Kind: TransBranchDone, Group: "p", BranchID: b, BranchTo: BranchRolledBack, AtMS: t0 + 7})
+		}
+		expectIDs(t, "Undone after p done", "d", "e")(s.Undone(ctx, 10))
+
 		// Purge removes nothing before the retention has passed.
 		if n, err := s.Purge(ctx, time.UnixMilli(t0).Add(DefaultRetention-time.Millisecond)); err != nil || n != 0 {
 			t.Errorf("early Purge = %d, %v; want 0", n, err)
 		}
-		for _, id := range []string{"a", "b", "c", "d", "e", "f"} {
+		for _, id := range []string{"a", "b", "c", "d", "e", "f", "p"} {
 			mustGet(t, s, id)
 		}
 	})

@@ -7,7 +7,7 @@ local id = ARGV[4]
 local i = get(r, 'K' .. id)
 if not i then return {'B'} end
 local gs = tonumber(get(r, 's'))
-if gs == G_ACTIVE then return conflict(r, gs, 'outcome for branch ' .. id .. ' before a decision') end
+if gs == G_ACTIVE or gs == G_PREPARING then return conflict(r, gs, 'outcome for branch ' .. id .. ' before a decision') end
 local bs = bstate(r, i)
 if done(bs) then return conflict(r, gs, 'branch ' .. id .. ' already ' .. bname(bs)) end
 local to = tonumber(ARGV[5])

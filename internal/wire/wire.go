@@ -10,8 +10,9 @@
 //
 // Requests carry an ID > 0; the answer to a request is a message of type
 // TypeOK or TypeError with the same ID (TypeOK carries the answer's fields).
-// Pushes from the TxManager (TypeDecision) carry ID 0 and are acknowledged with
-// a TypeAck request.
+// Pushes from the TxManager carry ID 0: a TypeDecision is acknowledged with
+// a TypeAck request once applied, a TypePrepare (the prepare phase of a group
+// with xa branches) is answered with a TypePrepared request.
 package wire
 
 import (
@@ -39,12 +40,14 @@ type Type string
 const (
 	TypeHello    Type = "hello"    // client → TM: first message; Service, Instance, Token, Held
 	TypeCreate   Type = "create"   // client → TM: start a group; TimeoutMS (0: TM default)
-	TypeQuery    Type = "query"    // client → TM: Group; answered with State
+	TypeQuery    Type = "query"    // client → TM: Group, optional Branch; answered with State (and the branch's Service, Mode, BranchState)
 	TypeJoin     Type = "join"     // client → TM: Group, Datasource, Mode; answered with Branch
 	TypeVote     Type = "vote"     // client → TM: Group, Branch, OK, Reason
 	TypeDecide   Type = "decide"   // client → TM: Group, Commit; answered with State
 	TypeAck      Type = "ack"      // client → TM: Group, Branch, Outcome (phase-2 result)
 	TypeDecision Type = "decision" // TM → client push: Group, Branch, Commit
+	TypePrepare  Type = "prepare"  // TM → client push: Group, Branch: make the branch's vote durable (xa: XA PREPARE)
+	TypePrepared Type = "prepared" // client → TM: Group, Branch, OK, Reason: the prepare's result
 	TypeOK       Type = "ok"       // answer to a request
 	TypeError    Type = "error"    // answer to a request, or a last word before close: Code, Reason
 )
@@ -76,26 +79,27 @@ type BranchRef struct {
 // Message is the envelope of every frame. Fields a type does not use are
 // left zero and omitted.
 type Message struct {
-	V          int         `json:"v"`
-	Type       Type        `json:"type"`
-	ID         uint64      `json:"id,omitempty"`
-	Group      string      `json:"group,omitempty"`
-	Branch     string      `json:"branch,omitempty"`
-	Service    string      `json:"service,omitempty"`
-	Instance   string      `json:"instance,omitempty"`
-	Token      string      `json:"token,omitempty"`
-	Datasource string      `json:"datasource,omitempty"`
-	Mode       string      `json:"mode,omitempty"`
-	OK         bool        `json:"ok,omitempty"`
-	Commit     bool        `json:"commit,omitempty"`
-	Outcome    string      `json:"outcome,omitempty"`
-	State      string      `json:"state,omitempty"`
-	TimeoutMS  int64       `json:"timeout_ms,omitempty"`
-	Deadline   int64       `json:"deadline,omitempty"` // unix milliseconds
-	Code       string      `json:"code,omitempty"`
-	Reason     string      `json:"reason,omitempty"`
-	Attention  string      `json:"attention,omitempty"` // a finished group that needs an operator, and why
-	Held       []BranchRef `json:"held,omitempty"`
+	V           int         `json:"v"`
+	Type        Type        `json:"type"`
+	ID          uint64      `json:"id,omitempty"`
+	Group       string      `json:"group,omitempty"`
+	Branch      string      `json:"branch,omitempty"`
+	Service     string      `json:"service,omitempty"`
+	Instance    string      `json:"instance,omitempty"`
+	Token       string      `json:"token,omitempty"`
+	Datasource  string      `json:"datasource,omitempty"`
+	Mode        string      `json:"mode,omitempty"`
+	OK          bool        `json:"ok,omitempty"`
+	Commit      bool        `json:"commit,omitempty"`
+	Outcome     string      `json:"outcome,omitempty"`
+	State       string      `json:"state,omitempty"`
+	TimeoutMS   int64       `json:"timeout_ms,omitempty"`
+	Deadline    int64       `json:"deadline,omitempty"` // unix milliseconds
+	Code        string      `json:"code,omitempty"`
+	Reason      string      `json:"reason,omitempty"`
+	Attention   string      `json:"attention,omitempty"`    // a finished group that needs an operator, and why
+	BranchState string      `json:"branch_state,omitempty"` // answer to a query naming a branch
+	Held        []BranchRef `json:"held,omitempty"`
 }
 
 // MaxHeld bounds the branches a hello may list, so that a hello always fits
@@ -147,7 +151,7 @@ var (
 	messageFields = map[string]bool{"v": true, "type": true, "id": true, "group": true, "branch": true,
 		"service": true, "instance": true, "token": true, "datasource": true, "mode": true, "ok": true,
 		"commit": true, "outcome": true, "state": true, "timeout_ms": true, "deadline": true, "code": true,
-		"reason": true, "attention": true, "held": true}
+		"reason": true, "attention": true, "branch_state": true, "held": true}
 	refFields = map[string]bool{"group": true, "branch": true}
 )
 
@@ -233,7 +237,8 @@ func (m *Message) Validate() error {
 		return fmt.Errorf("%w: protocol version %d, want %d", ErrMalformed, m.V, Version)
 	}
 	for name, s := range map[string]string{"service": m.Service, "instance": m.Instance, "token": m.Token,
-		"datasource": m.Datasource, "mode": m.Mode, "reason": m.Reason, "attention": m.Attention, "state": m.State, "code": m.Code, "outcome": m.Outcome} {
+		"datasource": m.Datasource, "mode": m.Mode, "reason": m.Reason, "attention": m.Attention, "state": m.State, "code": m.Code, "outcome": m.Outcome,
+		"branch_state": m.BranchState} {
 		if len(s) > maxText {
 			return bad("%s longer than %d bytes", name, maxText)
 		}
@@ -291,7 +296,7 @@ func (m *Message) Validate() error {
 			return bad("datasource is required")
 		}
 		return errors.Join(needID(), needGroup())
-	case TypeVote:
+	case TypeVote, TypePrepared:
 		return errors.Join(needID(), needGroup(), needBranch())
 	case TypeDecide:
 		return errors.Join(needID(), needGroup())
@@ -302,7 +307,7 @@ func (m *Message) Validate() error {
 			return bad("unknown outcome %q", m.Outcome)
 		}
 		return errors.Join(needID(), needGroup(), needBranch())
-	case TypeDecision:
+	case TypeDecision, TypePrepare:
 		if m.ID != 0 {
 			return bad("a push carries no id")
 		}

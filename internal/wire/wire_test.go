@@ -65,6 +65,16 @@ var validRows = []validRow{
 		wire.Message{Type: wire.TypeDecision, Group: gID, Branch: bID, Commit: true}},
 	{"decision rollback", msg(`"type":"decision","group":"` + gID + `","branch":"` + bID + `"`),
 		wire.Message{Type: wire.TypeDecision, Group: gID, Branch: bID}},
+	{"prepare push", msg(`"type":"prepare","group":"` + gID + `","branch":"` + bID + `"`),
+		wire.Message{Type: wire.TypePrepare, Group: gID, Branch: bID}},
+	{"prepared ok", msg(`"type":"prepared","id":30,"group":"` + gID + `","branch":"` + bID + `","ok":true`),
+		wire.Message{Type: wire.TypePrepared, ID: 30, Group: gID, Branch: bID, OK: true}},
+	{"prepared failed", msg(`"type":"prepared","id":31,"group":"` + gID + `","branch":"` + bID + `","reason":"XAER_RMFAIL"`),
+		wire.Message{Type: wire.TypePrepared, ID: 31, Group: gID, Branch: bID, Reason: "XAER_RMFAIL"}},
+	{"query a branch", msg(`"type":"query","id":32,"group":"` + gID + `","branch":"` + bID + `"`),
+		wire.Message{Type: wire.TypeQuery, ID: 32, Group: gID, Branch: bID}},
+	{"ok query answer with branch", msg(`"type":"ok","id":33,"group":"` + gID + `","state":"PREPARING","service":"stock","mode":"xa","branch_state":"READY"`),
+		wire.Message{Type: wire.TypeOK, ID: 33, Group: gID, State: "PREPARING", Service: "stock", Mode: "xa", BranchState: "READY"}},
 	{"ok bare", msg(`"type":"ok","id":13`),
 		wire.Message{Type: wire.TypeOK, ID: 13}},
 	{"ok create answer", msg(`"type":"ok","id":14,"group":"` + gID + `","state":"ACTIVE","deadline":1700000000000`),
@@ -125,6 +135,13 @@ func badRows() []badRow {
 		{"unknown field", msg(`"type":"ok","id":1,"extra":1`), "unknown field"},
 		{"unknown field null", msg(`"type":"ok","id":1,"extra":null`), "unknown field"},
 		{"unknown field in held", msg(`"type":"hello","id":1,"service":"s","instance":"i","held":[{"group":"` + gID + `","branch":"` + bID + `","x":1}]`), "unknown field"},
+
+		// prepare phase
+		{"prepare push with id", msg(`"type":"prepare","id":1,"group":"` + gID + `","branch":"` + bID + `"`), "push carries no id"},
+		{"prepare without branch", msg(`"type":"prepare","group":"` + gID + `"`), "branch"},
+		{"prepared without id", msg(`"type":"prepared","group":"` + gID + `","branch":"` + bID + `","ok":true`), "without id"},
+		{"prepared without branch", msg(`"type":"prepared","id":1,"group":"` + gID + `","ok":true`), "branch"},
+		{"branch_state too long", msg(`"type":"ok","id":1,"branch_state":"` + strings.Repeat("x", 1025) + `"`), "branch_state"},
 
 		// trailing data
 		{"two messages", msg(`"type":"ok","id":1`) + msg(`"type":"ok","id":2`), "trailing"},
