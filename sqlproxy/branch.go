@@ -12,12 +12,17 @@ import (
 // branchState is the life of a branch: the work of one transaction group on
 // this datasource in this process, on one physical connection.
 //
-//	joining ──Join+begin ok──▶ working ──vote ok──▶ held ──decision──▶ applying ──▶ done
-//	   │                          │                   │                    ▲
-//	   └─Join/begin failed─▶ done └──local failure────┴──local failure─────┘
+//	joining ──Join+begin ok──▶ working ──vote ok──▶ held ─────────decision──────────▶ applying ──▶ done
+//	   │                          │                  │ │                                 ▲ │
+//	   └─Join/begin failed─▶ done └─local failure────┘ └─Prepare──▶ preparing ──ok──▶ prepared
+//	                                  (▶ applying)                  │  failed ▶ applying  ▲  │
+//	                                                                └────decision───────┘  └decision▶ applying
+//	applying ──finish of a prepared branch in doubt──▶ prepared (the same decision retries)
 //
 // A later local transaction of the same group runs in a working or held
-// branch without changing its state (held → held on its vote).
+// branch without changing its state (held → held on its vote). Preparing
+// and prepared take no local work (ErrBranchPrepared); only xa branches
+// get there (Held.Prepare of an lcn branch changes nothing).
 type branchState uint8
 
 const (
@@ -30,6 +35,14 @@ const (
 	// branchHeld: voted prepared at least once and handed to the coordinator;
 	// may still take more local work of its group.
 	branchHeld
+	// branchPreparing: Held.Prepare holds the lease and runs XA END and XA
+	// PREPARE; no local transaction is open and none may start.
+	branchPreparing
+	// branchPrepared: XA PREPARE succeeded; the branch is durable and waits
+	// for the decision. No local work. Also the state of a prepared branch
+	// whose decision could not be applied yet (doubt set): delivering the
+	// same decision again retries.
+	branchPrepared
 	// branchApplying: an outcome (want) is decided — by the group's decision,
 	// or by a local failure — and waits until it can be applied: the lease
 	// is free and, for a commit, no local transaction of the group is open.
@@ -48,6 +61,10 @@ func (s branchState) String() string {
 		return "working"
 	case branchHeld:
 		return "held"
+	case branchPreparing:
+		return "preparing"
+	case branchPrepared:
+		return "prepared"
 	case branchApplying:
 		return "applying"
 	case branchDone:
@@ -140,21 +157,24 @@ type branch struct {
 
 	// Set by toWorkingLocked before ready is closed; read-only afterwards.
 	id    string
+	mode  string // ModeLCN or ModeXA
 	coord Coordinator
 	pc    physConn
 	nvc   driver.NamedValueChecker // pc's checker (assumed not to touch connection state)
 	tx    branchTx
 	opts  driver.TxOptions
 
-	mu      sync.Mutex // guards the fields below
-	state   branchState
-	want    want                     // in branchApplying: the outcome to apply
-	out     outcome                  // in branchDone
-	cause   error                    // why the branch is ending other than by the decision
-	leased  bool                     // someone has exclusive use of pc
-	active  int                      // open local transactions using the branch
-	changed chan struct{}            // closed and replaced when state, leased or active change
-	stmts   map[driver.Stmt]struct{} // statements open on pc; closed when the branch ends
+	mu       sync.Mutex // guards the fields below
+	state    branchState
+	want     want                     // in branchApplying: the outcome to apply
+	out      outcome                  // in branchDone
+	cause    error                    // why the branch is ending other than by the decision
+	prepared bool                     // Prepare succeeded (xa): no more local work, ever
+	doubt    error                    // in branchPrepared after a failed finish: its ErrInDoubt error
+	leased   bool                     // someone has exclusive use of pc
+	active   int                      // open local transactions using the branch
+	changed  chan struct{}            // closed and replaced when state, leased or active change
+	stmts    map[driver.Stmt]struct{} // statements open on pc; closed when the branch ends
 }
 
 func newBranch(s *source, group string) *branch {
@@ -175,11 +195,11 @@ func (b *branch) String() string {
 
 // --- transitions (b.mu held) ---
 
-func (b *branch) toWorkingLocked(id string, coord Coordinator, pc physConn, nvc driver.NamedValueChecker, tx branchTx, opts driver.TxOptions, stmts map[driver.Stmt]struct{}) {
+func (b *branch) toWorkingLocked(id, mode string, coord Coordinator, pc physConn, nvc driver.NamedValueChecker, tx branchTx, opts driver.TxOptions, stmts map[driver.Stmt]struct{}) {
 	if b.state != branchJoining {
 		panic(bug("branch of group %s: working from %s", b.group, b.state))
 	}
-	b.id, b.coord, b.pc, b.nvc, b.tx, b.opts, b.stmts = id, coord, pc, nvc, tx, opts, stmts
+	b.id, b.mode, b.coord, b.pc, b.nvc, b.tx, b.opts, b.stmts = id, mode, coord, pc, nvc, tx, opts, stmts
 	b.state = branchWorking
 	b.active = 1 // the local transaction that joined
 	close(b.ready)
@@ -192,16 +212,51 @@ func (b *branch) toHeldLocked() {
 		b.state = branchHeld
 	case branchHeld:
 		// A later local transaction of the group voted again: no change.
-	case branchJoining, branchApplying, branchDone:
+	case branchJoining, branchPreparing, branchPrepared, branchApplying, branchDone:
 		panic(bug("%v: held from %s", b, b.state))
 	}
 }
 
-// toApplyingLocked records the outcome to apply. A decision comes only to a
-// held branch; a local failure may come to a working or held one.
+// toPreparingLocked starts the prepare phase. The caller holds the lease and
+// has checked that no local transaction is open.
+func (b *branch) toPreparingLocked() {
+	if b.state != branchHeld || b.active != 0 || !b.leased {
+		panic(bug("%v: preparing from %s (active %d, leased %t)", b, b.state, b.active, b.leased))
+	}
+	b.state = branchPreparing
+	b.broadcastLocked()
+}
+
+// toPreparedLocked records a successful XA PREPARE.
+func (b *branch) toPreparedLocked() {
+	if b.state != branchPreparing {
+		panic(bug("%v: prepared from %s", b, b.state))
+	}
+	b.state = branchPrepared
+	b.prepared = true
+	b.broadcastLocked()
+}
+
+// toInDoubtLocked returns a prepared branch whose outcome could not be
+// applied (err wraps ErrInDoubt) to branchPrepared; the decision stays
+// recorded (decided) and is retried when delivered again. The caller holds
+// the lease and gives it up.
+func (b *branch) toInDoubtLocked(err error) {
+	if b.state != branchApplying || !b.prepared {
+		panic(bug("%v: in doubt from %s (prepared %t)", b, b.state, b.prepared))
+	}
+	b.state = branchPrepared
+	b.want = wantNone
+	b.doubt = err
+	b.broadcastLocked()
+}
+
+// toApplyingLocked records the outcome to apply. A decision comes to a held,
+// preparing or prepared branch; a local failure (or a failed prepare) may
+// come to a working, held or preparing one.
 func (b *branch) toApplyingLocked(w want, cause error) {
 	switch b.state {
-	case branchHeld:
+	case branchHeld, branchPreparing, branchPrepared:
 	case branchWorking:
 		if w != wantRollback {
 			panic(bug("%v: commit of a branch that never voted", b))
@@ -212,6 +267,7 @@ func (b *branch) toApplyingLocked(w want, cause error) {
 	b.state = branchApplying
 	b.want = w
 	b.cause = cause
+	b.doubt = nil
 	b.broadcastLocked()
 }
 
@@ -237,6 +293,8 @@ func (b *branch) toDoneLocked(out outcome, cause error) {
 		if out == outcomeAbandoned || out == outcomeNone {
 			panic(bug("%v: %s from %s", b, out, b.state))
 		}
+	case branchPreparing, branchPrepared:
+		panic(bug("%v: %s from %s (a prepared branch ends by applying)", b, out, b.state))
 	case branchDone:
 		panic(bug("%v: done twice (%s, then %s)", b, b.out, out))
 	}
@@ -321,8 +379,10 @@ func (b *branch) usableLocked() error {
 	switch b.state {
 	case branchWorking, branchHeld:
 		return nil
+	case branchPreparing, branchPrepared:
+		return b.preparedErrLocked()
 	case branchApplying:
-		if b.want == wantCommit {
+		if b.want == wantCommit && !b.prepared {
 			return nil // open local work finishes, then commits with the group
 		}
 		return b.endedErrLocked()
@@ -393,8 +453,10 @@ func (b *branch) applyCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), b.src.opt.ApplyTimeout)
 }
 
-// applyLeased applies the pending outcome and ends the branch. The caller
-// holds the lease (from claimLocked).
+// applyLeased applies the pending outcome and ends the branch, or, for a
+// prepared branch that could not be finished now (ErrInDoubt), returns it to
+// branchPrepared. The caller holds the lease (from claimLocked); it is
+// released.
 func (b *branch) applyLeased() {
 	b.mu.Lock()
 	w := b.want
@@ -409,16 +471,28 @@ func (b *branch) applyLeased() {
 	} else {
 		err = b.tx.rollback(ctx)
 	}
-	if err != nil {
+	switch {
+	case err == nil:
+		b.finish(out, nil)
+	case errors.Is(err, ErrInDoubt):
+		b.mu.Lock()
+		b.toInDoubtLocked(fmt.Errorf("%s %v: %w", w, b, err))
+		b.leased = false
+		b.broadcastLocked()
+		b.mu.Unlock()
+	case errors.Is(err, errNotCommitted):
+		b.finish(outcomeFailed, fmt.Errorf("%w: %v: the commit decision could not be applied: %w", ErrBranchLost, b, err))
+	case errors.Is(err, ErrApplyFailed):
+		b.finish(outcomeFailed, fmt.Errorf("%s %v: %w", w, b, err))
+	default:
 		b.finish(outcomeFailed, fmt.Errorf("%w: %s %v: %w", ErrApplyFailed, w, b, notBadConn(err)))
-		return
 	}
-	b.finish(out, nil)
 }
 
 // finish ends the branch: records the outcome, forgets the branch, closes
 // the statements left on pc and releases pc (free list if clean, else
-// closed). The caller holds the lease.
+// closed; nothing if the branchTx closed it already). The caller holds the
+// lease.
 func (b *branch) finish(out outcome, cause error) {
 	b.mu.Lock()
 	b.toDoneLocked(out, cause)
@@ -427,12 +501,18 @@ func (b *branch) finish(out outcome, cause error) {
 	b.mu.Unlock()
 
 	b.src.forget(b)
-	for si := range stmts {
-		_ = si.Close()
-	}
-	if out.reusable() {
+	switch {
+	case b.tx != nil && b.tx.connClosed():
+		// pc and its statements are gone already.
+	case out.reusable():
+		for si := range stmts {
+			_ = si.Close()
+		}
 		b.src.putFree(b.pc)
-	} else {
+	default:
+		for si := range stmts {
+			_ = si.Close()
+		}
 		_ = b.pc.close()
 	}
 
@@ -481,6 +561,12 @@ func (b *branch) closeStmt(si driver.Stmt) {
 	b.release()
 }
 
+// preparedErrLocked is the error for local work of a group whose branch is
+// preparing or prepared.
+func (b *branch) preparedErrLocked() error {
+	return fmt.Errorf("%w: %v is prepared for the group's commit; local work of the group on this datasource must end before the group commits", ErrBranchPrepared, b)
+}
+
 // endedErrLocked describes why the branch takes no more work.
 func (b *branch) endedErrLocked() error {
 	what := fmt.Sprintf("%s is being rolled back", b)
@@ -491,6 +577,8 @@ func (b *branch) endedErrLocked() error {
 		}
 	case branchDone:
 		what = fmt.Sprintf("%s ended (%s)", b, b.out)
+	case branchPrepared:
+		what = fmt.Sprintf("%s is prepared and its decision was delivered", b)
 	default:
 		panic(bug("%v: ended error in %s", b, b.state))
 	}
@@ -553,15 +641,15 @@ func (b *branch) commitLocal(ctx context.Context) error {
 		b.mu.Unlock()
 		return err
 	default:
+		// Not preparing or prepared: Prepare refuses a branch with open
+		// local transactions, and enter refuses new ones after it.
 		b.mu.Unlock()
 		panic(bug("%v: local commit in %s", b, b.state))
 	}
 
-	if err := b.use(ctx, func(physConn) error { return b.tx.prepare(ctx) }); err != nil {
-		err = fmt.Errorf("%w: group %s will not commit this work (%v): prepare: %w", ErrVoteFailed, b.group, b, err)
-		b.rollbackLocal(ctx, err)
-		return err
-	}
+	// The vote needs nothing from the branch: the work stays open (xa: the
+	// branch stays ACTIVE, so that later local transactions of the group
+	// can still run in it) until the prepare phase or the decision.
 	vctx, cancel := context.WithTimeout(ctx, b.src.opt.VoteTimeout)
 	err := b.coord.Vote(vctx, b.group, b.id, true, "")
 	cancel()
@@ -589,8 +677,8 @@ func (b *branch) commitLocal(ctx context.Context) error {
 		} // else the commit decision arrived during the vote and covers this work
 	case branchDone:
 		result = b.endedErrLocked()
-	case branchJoining:
-		panic(bug("%v: voted while joining", b))
+	case branchJoining, branchPreparing, branchPrepared:
+		panic(bug("%v: voted while %s", b, b.state))
 	}
 	claim := b.leaveLocked()
 	b.mu.Unlock()
@@ -636,9 +724,9 @@ func (b *branch) rollbackLocal(ctx context.Context, cause error) {
 			b.overrideCommitLocked(cause)
 		}
 	case branchDone:
-	case branchJoining:
+	case branchJoining, branchPreparing, branchPrepared:
 		b.mu.Unlock()
-		panic(bug("%v: local rollback while joining", b))
+		panic(bug("%v: local rollback while %s", b, b.state))
 	}
 	claim := b.leaveLocked()
 	b.mu.Unlock()
@@ -657,14 +745,20 @@ type held struct{ b *branch }
 
 var _ Held = (*held)(nil)
 
-// Commit applies the group's commit decision: it commits the held local
-// transaction and releases its physical connection. It waits, respecting
-// ctx, for local work of the same group still using the branch; if ctx ends
-// first it returns ErrApplyPending and the commit is applied when that work
-// finishes. It returns ErrBranchLost if the local transaction no longer
-// exists. Calling it again after ErrApplyPending waits again and reports the
-// outcome; calling the other of Commit and Rollback after either returns
-// ErrAlreadyDecided and does nothing. Safe for concurrent use.
+// Prepare is the prepare phase (see Held.Prepare): nil for an lcn branch;
+// XA END and XA PREPARE for an xa branch. Safe for concurrent use.
+func (h *held) Prepare(ctx context.Context) error { return h.b.prepare(ctx) }
+
+// Commit applies the group's commit decision: it commits the held branch
+// and releases its physical connection. It waits, respecting ctx, for local
+// work of the same group still using the branch; if ctx ends first it
+// returns ErrApplyPending and the commit is applied when that work
+// finishes. It returns ErrBranchLost if the branch's work no longer exists,
+// and ErrInDoubt if a prepared xa branch could not be finished now (it
+// stays prepared). Calling it again after ErrApplyPending waits again and
+// reports the outcome; after ErrInDoubt it tries again. Calling the other of
+// Commit and Rollback after either returns ErrAlreadyDecided and does
+// nothing. Safe for concurrent use.
 func (h *held) Commit(ctx context.Context) error { return h.b.decide(ctx, wantCommit) }
 
 // Rollback applies the group's rollback decision. As Commit, except that it
@@ -675,18 +769,133 @@ func (h *held) Rollback(ctx context.Context) error { return h.b.decide(ctx, want
 // String names the branch, for logs.
 func (h *held) String() string { return "sqlproxy " + h.b.String() }
 
+// prepare runs the prepare phase of an xa branch: with the lease, and no
+// local transaction of the group open, XA END and XA PREPARE. Whatever goes
+// wrong, the branch rolls back and the error wraps ErrVoteFailed.
+func (b *branch) prepare(ctx context.Context) error {
+	if b.mode != ModeXA {
+		if w := want(b.decided.Load()); w != wantNone {
+			return fmt.Errorf("%w: prepare of %v after its %s", ErrAlreadyDecided, b, w)
+		}
+		return nil // lcn: the vote is the held transaction
+	}
+	if err := b.acquire(ctx); err != nil {
+		err = fmt.Errorf("%w: prepare of %v: waiting for the group's statement in progress: %w", ErrVoteFailed, b, err)
+		b.mu.Lock()
+		claim := false
+		switch b.state {
+		case branchWorking, branchHeld:
+			// Roll back: applied by whoever holds the lease when it lets
+			// go, or now if it was let go meanwhile.
+			b.toApplyingLocked(wantRollback, err)
+			claim = b.claimLocked()
+		case branchPreparing, branchPrepared, branchApplying, branchDone, branchJoining:
+		}
+		b.mu.Unlock()
+		if claim {
+			b.applyLeased()
+		}
+		return err
+	}
+
+	b.mu.Lock()
+	switch b.state {
+	case branchHeld, branchWorking:
+		if b.active > 0 || b.state == branchWorking {
+			err := fmt.Errorf("%w: prepare of %v: %d local transaction(s) of group %s still open on this datasource (did the starter commit before a call returned?)",
+				ErrVoteFailed, b, b.active, b.group)
+			b.toApplyingLocked(wantRollback, err)
+			b.mu.Unlock()
+			b.applyLeased() // we hold the lease
+			return err
+		}
+		b.toPreparingLocked()
+	case branchPrepared:
+		var err error
+		if b.doubt != nil {
+			err = fmt.Errorf("%w: prepare of %v after its %s", ErrAlreadyDecided, b, want(b.decided.Load()))
+		}
+		b.mu.Unlock()
+		b.release()
+		return err
+	case branchApplying, branchDone:
+		err := b.endedErrLocked()
+		if w := want(b.decided.Load()); w != wantNone {
+			err = fmt.Errorf("%w: prepare of %v after its %s: %w", ErrAlreadyDecided, b, w, err)
+		} else {
+			err = fmt.Errorf("%w: prepare: %w", ErrVoteFailed, err)
+		}
+		b.mu.Unlock()
+		b.release()
+		return err
+	case branchJoining, branchPreparing:
+		b.mu.Unlock()
+		panic(bug("%v: prepare with the lease in %s", b, b.state))
+	}
+	b.mu.Unlock()
+
+	// Like the outcome, the statements run on a context of their own: some
+	// drivers kill the connection when a statement's ctx ends.
+	pctx, cancel := b.applyCtx()
+	perr := b.tx.prepare(pctx)
+	cancel()
+
+	var result error
+	b.mu.Lock()
+	if perr != nil {
+		result = fmt.Errorf("%w: prepare of %v: %w", ErrVoteFailed, b, notBadConn(perr))
+	}
+	switch b.state {
+	case branchPreparing:
+		if perr == nil {
+			b.toPreparedLocked()
+		} else {
+			b.toApplyingLocked(wantRollback, result)
+		}
+	case branchApplying:
+		// A decision arrived during XA PREPARE; release applies it.
+		switch {
+		case perr != nil && b.want == wantCommit:
+			b.overrideCommitLocked(result)
+		case perr == nil && b.want == wantRollback:
+			result = fmt.Errorf("%w: %v was prepared, and then rolled back by the group's decision", ErrAlreadyDecided, b)
+		}
+		if perr == nil {
+			b.prepared = true
+		}
+	default:
+		b.mu.Unlock()
+		panic(bug("%v: after prepare in %s", b, b.state))
+	}
+	b.mu.Unlock()
+	b.release() // applies the rollback (or a decision) now
+	return result
+}
+
 func (b *branch) decide(ctx context.Context, w want) error {
 	if !b.decided.CompareAndSwap(0, uint32(w)) {
 		if b.decided.Load() != uint32(w) {
 			return fmt.Errorf("%w: %v (%s ignored)", ErrAlreadyDecided, b, w)
 		}
-		// The same decision again (its first delivery returned
-		// ErrApplyPending): wait for, and report, its outcome.
+		// The same decision again: its first delivery returned
+		// ErrApplyPending (wait for, and report, its outcome) or ErrInDoubt
+		// (try again).
+		b.mu.Lock()
+		claim := false
+		if b.state == branchPrepared && b.doubt != nil {
+			b.toApplyingLocked(w, nil)
+			claim = b.claimLocked()
+		}
+		b.mu.Unlock()
+		if claim {
+			b.applyLeased()
+		}
 		return b.awaitDecided(ctx, w)
 	}
 	b.mu.Lock()
 	switch b.state {
-	case branchHeld:
+	case branchHeld, branchPreparing, branchPrepared:
+		// Preparing: the lease is Prepare's, which applies w when it lets go.
 		b.toApplyingLocked(w, nil)
 		claim := b.claimLocked()
 		b.mu.Unlock()
@@ -694,8 +903,8 @@ func (b *branch) decide(ctx context.Context, w want) error {
 			b.applyLeased()
 		}
 	case branchApplying:
-		// Only a local failure leads here (a decision comes once): the branch
-		// is being rolled back.
+		// Only a local failure (or a failed prepare) leads here (a decision
+		// comes once): the branch is being rolled back.
 		if b.want != wantRollback {
 			b.mu.Unlock()
 			panic(bug("%v: decision %s while applying %s", b, w, b.want))
@@ -715,16 +924,25 @@ func (b *branch) decide(ctx context.Context, w want) error {
 	return b.awaitDecided(ctx, w)
 }
 
-// awaitDecided waits, respecting ctx, until the branch is done and reports
-// how decision w ended.
+// awaitDecided waits, respecting ctx, until decision w is applied (the
+// branch is done) or found in doubt, and reports how it ended.
 func (b *branch) awaitDecided(ctx context.Context, w want) error {
-	select {
-	case <-b.done:
-	case <-ctx.Done():
-		return fmt.Errorf("%w: %s of %v waits for local work of the group: %w", ErrApplyPending, w, b, ctx.Err())
-	}
-
 	b.mu.Lock()
+	for b.state != branchDone {
+		if b.state == branchPrepared && b.doubt != nil {
+			err := b.doubt
+			b.mu.Unlock()
+			return err
+		}
+		ch := b.changed
+		b.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %s of %v waits for local work of the group: %w", ErrApplyPending, w, b, ctx.Err())
+		}
+		b.mu.Lock()
+	}
 	defer b.mu.Unlock()
 	switch b.out {
 	case outcomeCommitted:

@@ -78,8 +78,7 @@ var (
 	_ driver.NamedValueChecker  = (*conn)(nil)
 )
 
-func newConn(src *source, ci driver.Conn) *conn {
-	p := physConn{ci}
+func newConn(src *source, p physConn) *conn {
 	return &conn{src: src, phys: p, nvc: p.checker(), keepOnRollback: p.keepOnRollback()}
 }
 
@@ -282,9 +281,9 @@ func (c *conn) QueryContext(ctx context.Context, query string, args []driver.Nam
 	case routeOwn:
 		return c.phys.queryDirect(ctx, query, args)
 	case routeTx:
-		return c.tx.(*groupTx).query(ctx, runQuery(ctx, query, args), false)
+		return c.tx.(*groupTx).query(ctx, query, runQuery(ctx, query, args), false)
 	case routeGroup:
-		return c.queryImplicit(ctx, g, runQuery(ctx, query, args))
+		return c.queryImplicit(ctx, g, query, runQuery(ctx, query, args))
 	case routeNone:
 	}
 	return nil, ErrConnDetached
@@ -311,13 +310,15 @@ func (c *conn) execImplicit(ctx context.Context, group, query string, args []dri
 	return res, nil
 }
 
-func (c *conn) queryImplicit(ctx context.Context, group string, run func(physConn) (driver.Rows, driver.Stmt, error)) (driver.Rows, error) {
+// queryImplicit runs run (whose statement text is text) as an implicit
+// local transaction of group.
+func (c *conn) queryImplicit(ctx context.Context, group, text string, run func(physConn) (driver.Rows, driver.Stmt, error)) (driver.Rows, error) {
 	b, err := c.src.enter(ctx, group, driver.TxOptions{}, c)
 	if err != nil {
 		return nil, err
 	}
 	t := &groupTx{b: b, ctx: ctx}
-	rows, err := t.query(ctx, run, true)
+	rows, err := t.query(ctx, text, run, true)
 	if err != nil {
 		b.rollbackLocal(ctx, fmt.Errorf("sqlproxy: autocommit query failed: %w", err))
 		return nil, err

@@ -17,8 +17,9 @@
 //
 //   - The first local transaction of a group on a datasource (BeginTx with a
 //     group ctx, or an autocommit statement with one) calls
-//     Coordinator.Join and opens the group's branch: a local transaction on
-//     that connection's physical connection. The proxy connection is then
+//     Coordinator.Join and opens the group's branch on that connection's
+//     physical connection: a local transaction (lcn) or an XA transaction
+//     (xa: XA START). The proxy connection is then
 //     detached: IsValid reports false and ResetSession returns
 //     driver.ErrBadConn, so database/sql drops the wrapper and never puts the
 //     held physical connection back in its pool.
@@ -33,8 +34,9 @@
 //     context (bounded by Options.VoteTimeout) and returns only after the
 //     vote was recorded. The branch's first successful vote then calls
 //     Coordinator.Hold (once per branch; later local transactions of the
-//     group vote again but do not hold again). The local transaction stays
-//     open until the decision. If the vote fails, Commit
+//     group vote again but do not hold again). The branch stays open (xa:
+//     ACTIVE, no XA END yet) until the prepare phase or the decision. If the
+//     vote fails, Commit
 //     rolls back and returns an error wrapping [ErrVoteFailed]: the group
 //     will not commit this work.
 //   - Tx.Rollback, or Tx.Commit after a failed statement ([ErrLocalTxFailed]),
@@ -44,7 +46,8 @@
 //     it runs in the branch and votes before returning. An autocommit Query
 //     votes when its Rows are closed (Rows.Close returns the vote's error).
 //   - The coordinator applies the decision through [Held]: Commit or
-//     Rollback, exactly once, on a context detached from any request. The
+//     Rollback, on a context detached from any request (after Held.Prepare
+//     for an xa branch of a group with several branches, see below). The
 //     branch's physical connection then goes to a bounded free list that
 //     Connect takes from first (or is closed if anything failed).
 //
@@ -62,6 +65,7 @@
 //	inner, _ := mysql.NewConnector(cfg)
 //	db, err := sqlproxy.OpenDB(inner, sqlproxy.Options{
 //		Datasource:      "orders",
+//		Mode:            sqlproxy.ModeAuto, // xa on MariaDB 10.5.2+ / MySQL 5.7.7+
 //		CoordinatorFunc: func() (sqlproxy.Coordinator, error) { return txclientDefault() },
 //	})
 //	// or: sqlproxy.Register("lcn-mysql", mysql.MySQLDriver{}, optionsForDSN)
@@ -73,6 +77,94 @@
 //	_, err = tx.ExecContext(ctx, "UPDATE stock SET n = n - 1 WHERE id = ?", id)
 //	...
 //	err = tx.Commit() // voted prepared and held; nil means the TxManager knows the branch
+//
+// # The prepare phase and one-phase commit (xa)
+//
+// MariaDB refuses any further XA START, and any write, on a connection
+// after XA PREPARE, while a service called twice in one group must reuse
+// its branch (DESIGN invariant 7). So a local Tx.Commit only votes, leaving
+// the XA transaction ACTIVE, and a group with xa branches commits in two
+// phases: when the starter asks to commit, the TxManager asks each xa
+// branch to prepare (Held.Prepare: XA END, XA PREPARE: the durable vote)
+// and decides commit only when all are prepared. Held.Prepare fails (and
+// rolls the branch back) if a local transaction of the group is still open
+// on the datasource; after it succeeds, local work of the group fails with
+// [ErrBranchPrepared].
+//
+// A group with a single branch skips the prepare phase: Held.Commit of a
+// branch that was never prepared runs XA END and XA COMMIT ... ONE PHASE.
+// If its connection dies during that statement the outcome is unknown (the
+// branch was not prepared, so XA RECOVER cannot tell): Commit returns an
+// error wrapping [ErrApplyFailed] that says so, for the coordinator to
+// report as needing attention. A one-phase commit the server refused
+// returns [ErrBranchLost].
+//
+// Held.Commit or Held.Rollback of a prepared branch runs XA COMMIT or XA
+// ROLLBACK on the branch's connection. If that connection fails, the proxy
+// closes it, waits (a few seconds at most) until the server has torn the
+// session down, and finishes the branch from a side pool of connections
+// (DESIGN invariant 8: XAER_NOTA is never taken as success while XA RECOVER
+// lists the xid). An xid XA RECOVER no longer lists was finished with the
+// decided outcome (only that outcome is ever applied to it): success. If
+// the branch cannot be finished now (the database is down) the error wraps
+// [ErrInDoubt]: the branch stays prepared and durable, and delivering the
+// same decision again retries.
+//
+// Rolling back a branch that was never prepared needs nothing from a
+// broken connection: the server rolled it back when the connection went.
+//
+// # Recovery (xa)
+//
+// A prepared branch survives the process, its connection and a database
+// restart. Every datasource in mode xa (and in mode auto over
+// go-sql-driver/mysql) runs one recovery goroutine, started by the first
+// use of its connector (so at start-up if the service pings its database)
+// and stopped by its Close (sql.DB.Close). Each round (at once, then every
+// Options.RecoveryInterval) runs XA RECOVER on the side pool, leaves alone
+// the xids held by a live branch of this process (of any datasource), asks
+// the coordinator's [Resolver] about each of the others and commits or
+// rolls it back as answered, then reports it with Resolver.Resolved. Later
+// rounds act only on xids the previous round listed too, one interval
+// earlier: on MariaDB, finishing a branch while its dying session is still
+// being torn down can report success and leave the work uncommitted (see
+// internal/xa); the first round of a process acts at once (a crashed
+// predecessor's sessions are long gone). Failures are logged and retried
+// at the next round. A Coordinator that is not a Resolver disables
+// recovery (logged once).
+//
+// # Statements not allowed in an xa branch
+//
+// Every statement text run in an xa branch (Exec, Query, Prepare, in a
+// transaction or autocommit) is checked first; DDL and the other statements
+// that commit implicitly or that XA forbids (CREATE/ALTER/DROP/TRUNCATE,
+// BEGIN/COMMIT/ROLLBACK, SET autocommit, LOCK TABLES, ...) fail with an
+// error wrapping [ErrForbiddenInXA] that names the statement and the mode,
+// without reaching the server, and count as a failed statement. Run them
+// outside the group.
+//
+// # Modes
+//
+//   - lcn ([ModeLCN], also ""): the vote is the open local transaction,
+//     which is not durable (if the process dies, the database rolls the
+//     work back; the TxManager must report such a branch as lost). Any
+//     driver.
+//   - xa ([ModeXA]): XA transactions, MySQL/MariaDB syntax, durable once
+//     prepared. Needs a server that keeps prepared branches across a
+//     disconnect: MariaDB 10.5.2 or later, MySQL 5.7.7 or later. The local
+//     transaction's isolation level and read-only flag apply to the branch
+//     (SET TRANSACTION before XA START; levels READ UNCOMMITTED, READ
+//     COMMITTED, REPEATABLE READ, SERIALIZABLE).
+//   - auto ([ModeAuto]): xa when the inner driver is go-sql-driver/mysql and
+//     the server keeps a prepared branch across a disconnect (probed once,
+//     by doing it, at the first group use; a probe that cannot reach the
+//     server fails that join with [ErrJoinFailed] and is retried), lcn
+//     otherwise. The choice is logged once; [Connector.Mode] reports it.
+//
+// The mode given to Coordinator.Join is always the effective "lcn" or "xa".
+//
+// Privileges (xa): XA RECOVER (recovery, and finishing a branch from the
+// side pool) needs XA_RECOVER_ADMIN on MySQL 8.0; durable prepared
+// branches need MariaDB 10.5.2+ or MySQL 5.7.7+.
 //
 // # State machines
 //
@@ -91,8 +183,12 @@
 // The branch (branchState) — what happens to the physical connection once
 // it serves a group:
 //
-//	joining ──Join and local begin ok──▶ working ──vote ok──▶ held ──decision──▶ applying ──▶ done
+//	joining ──Join and begin ok──▶ working ──vote ok──▶ held ──decision──▶ applying ──▶ done
 //	joining ──Join or begin failed──▶ done
+//	held ──Held.Prepare (xa, no local tx open)──▶ preparing ──XA PREPARE ok──▶ prepared
+//	preparing ──XA END/PREPARE failed──▶ applying (rollback) ──▶ done
+//	prepared | preparing ──decision──▶ applying ──▶ done
+//	applying ──prepared branch not finished (ErrInDoubt)──▶ prepared ──same decision──▶ applying
 //	working | held ──local failure or rollback──▶ applying (rollback) ──▶ done
 //	working | held | applying ──physical connection failed──▶ done
 //
@@ -102,15 +198,8 @@
 // its caller stops waiting ([ErrApplyPending]). A commit decision that
 // arrives while a local transaction of the group runs (the starter did not
 // wait for a call) waits for it: that work commits with the group if it
-// commits, and the branch is lost ([ErrBranchLost]) if it fails.
-//
-// # Modes
-//
-// Only mode "lcn" is implemented: the vote is the open local transaction,
-// which is not durable (if the process dies, the database rolls the work
-// back; the TxManager must report such a branch as lost). Modes "xa" and
-// "auto" are rejected at construction with [ErrModeNotSupported]; they plug
-// in as another implementation of the internal branch protocol.
+// commits, and the branch is lost ([ErrBranchLost]) if it fails. Preparing
+// and prepared take no local work.
 //
 // # Notes
 //

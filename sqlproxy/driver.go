@@ -72,11 +72,11 @@ func (w *wrappedDriver) Open(dsn string) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	ci, err := src.connect(context.Background())
+	pc, err := src.connect(context.Background())
 	if err != nil {
 		return nil, err
 	}
-	return newConn(src, ci), nil
+	return newConn(src, pc), nil
 }
 
 // source returns the datasource state for dsn, creating it with newInner if
@@ -86,7 +86,7 @@ func (w *wrappedDriver) source(dsn string, pin bool, newInner func() (driver.Con
 	if err != nil {
 		return nil, nil, fmt.Errorf("sqlproxy: options for DSN: %w", err) // the DSN may hold a password
 	}
-	o, proto, err := opt.normalize()
+	o, err := opt.normalize()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -101,7 +101,7 @@ func (w *wrappedDriver) source(dsn string, pin bool, newInner func() (driver.Con
 		if err != nil {
 			return nil, nil, err
 		}
-		ss = &sharedSource{src: newSource(o, proto, inner, w.self), dsn: dsn}
+		ss = &sharedSource{src: newSource(o, inner, w.self), dsn: dsn}
 		w.sources[o.Datasource] = ss
 	}
 	if pin {

@@ -9,8 +9,11 @@ import (
 // Sentinel errors. Errors returned by this package wrap one of these (test
 // with [errors.Is]) and, where there is one, the underlying cause.
 var (
-	// ErrModeNotSupported is returned at construction for a branch mode this
-	// version cannot run yet ("xa", "auto").
+	// ErrModeNotSupported is no longer returned: every mode ("lcn", "xa",
+	// "auto") is supported. It is kept so that code testing for it still
+	// compiles.
+	//
+	// Deprecated: nothing returns it.
 	ErrModeNotSupported = errors.New("sqlproxy: branch mode not supported yet")
 
 	// ErrNoCoordinator means Options.CoordinatorFunc failed or returned nil.
@@ -69,8 +72,41 @@ var (
 
 	// ErrApplyFailed means committing or rolling back the held local
 	// transaction returned an error; its physical connection was closed.
+	// The outcome may be unknown (an lcn commit, or an xa one-phase commit
+	// whose connection died during XA COMMIT ... ONE PHASE): the error says
+	// so, and the coordinator must report the branch as needing attention.
 	ErrApplyFailed = errors.New("sqlproxy: applying the decision failed")
+
+	// ErrBranchPrepared is returned for local work of a group whose xa
+	// branch on this datasource is prepared (or preparing): the group is
+	// committing, so it takes no more work.
+	ErrBranchPrepared = errors.New("sqlproxy: branch prepared: the group is committing")
+
+	// ErrInDoubt is returned by Held.Commit or Held.Rollback of a prepared
+	// xa branch that could not be finished now: its own connection failed
+	// and finishing it from another connection failed too (for example the
+	// database is down). The branch stays prepared and durable, with its
+	// locks; delivering the same decision again retries. It is never lost.
+	ErrInDoubt = errors.New("sqlproxy: prepared branch in doubt: decision not applied yet")
+
+	// ErrForbiddenInXA is wrapped by the error of a statement that cannot
+	// run inside an xa branch (DDL and other statements that commit
+	// implicitly, transaction control, LOCK TABLES...). The statement was
+	// not sent; it counts as a failed statement of the local transaction.
+	ErrForbiddenInXA = errors.New("sqlproxy: statement not allowed in an xa branch")
 )
+
+// forbiddenError is the error of a statement refused in an xa branch.
+type forbiddenError struct {
+	datasource, stmt string
+}
+
+func (e *forbiddenError) Error() string {
+	return fmt.Sprintf("sqlproxy: datasource %q: %s cannot run in an %s branch (it commits implicitly or XA forbids it); run it outside the group",
+		e.datasource, e.stmt, ModeXA)
+}
+
+func (e *forbiddenError) Is(target error) bool { return target == ErrForbiddenInXA }
 
 // notBadConn returns err unchanged unless it is driver.ErrBadConn, which it
 // replaces by ErrBranchBroken carrying the original text. A branch's physical

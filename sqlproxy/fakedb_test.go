@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/golcn/golcn/internal/gid"
 )
 
 // fakeServer is the shared state behind the fake driver, in the spirit of
@@ -21,8 +23,10 @@ import (
 //
 // Statements are directives: "FAIL..." fails, "BADCONN..." returns
 // driver.ErrBadConn (and marks the conn invalid), "SLEEP..." sleeps 1ms,
-// "SELECT CONN" returns one row holding the connection's id; anything else
-// succeeds with one row affected.
+// "SELECT CONN" and "SELECT CONNECTION_ID()" return one row holding the
+// connection's id; anything else (XA statements included) succeeds with one
+// row affected, or returns no rows. stmtHook, if set, may fail any statement
+// first.
 type fakeServer struct {
 	mu         sync.Mutex
 	nextID     int
@@ -36,6 +40,9 @@ type fakeServer struct {
 	stmtCC      bool  // statements implement ColumnConverter
 	beginErr    error // returned by BeginTx
 	commitErr   error // returned by Tx.Commit
+	// stmtHook, if set, is called (without mu) before every statement with
+	// the conn id and the query; a non-nil error fails the statement.
+	stmtHook func(conn int, query string) error
 }
 
 var errFakeStatement = errors.New("fake: statement failed")
@@ -193,6 +200,14 @@ func (c *fakeConn) logf(format string, args ...any) {
 
 func (c *fakeConn) run(op, query string) error {
 	c.logf("%s %s", op, query)
+	c.srv.mu.Lock()
+	hook := c.srv.stmtHook
+	c.srv.mu.Unlock()
+	if hook != nil {
+		if err := hook(c.id, query); err != nil {
+			return err
+		}
+	}
 	switch {
 	case strings.HasPrefix(query, "FAIL"):
 		return errFakeStatement
@@ -212,7 +227,7 @@ func (c *fakeConn) rows(query string) *fakeRows {
 	c.openRows++
 	c.mu.Unlock()
 	r := &fakeRows{c: c, cols: []string{"conn"}}
-	if query == "SELECT CONN" {
+	if query == "SELECT CONN" || query == "SELECT CONNECTION_ID()" {
 		r.data = [][]driver.Value{{int64(c.id)}}
 	}
 	return r
@@ -485,6 +500,9 @@ func (f *fakeCoord) Join(ctx context.Context, group, datasource, mode string) (s
 	defer f.mu.Unlock()
 	f.next++
 	f.joins = append(f.joins, group+" "+datasource+" "+mode)
+	if mode == ModeXA {
+		return gid.New(), nil // an xid needs canonical ids
+	}
 	return fmt.Sprintf("b%d", f.next), nil
 }
 

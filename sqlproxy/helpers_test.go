@@ -68,8 +68,8 @@ func (e *testEnv) free() []int {
 	e.cn.src.mu.Lock()
 	defer e.cn.src.mu.Unlock()
 	var ids []int
-	for _, ci := range e.cn.src.free {
-		ids = append(ids, fakeID(ci))
+	for _, pc := range e.cn.src.free {
+		ids = append(ids, fakeID(pc.ci))
 	}
 	slices.Sort(ids)
 	return ids

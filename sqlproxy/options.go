@@ -3,6 +3,7 @@ package sqlproxy
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -11,18 +12,25 @@ const (
 	// ModeLCN holds the local transaction open on its connection until the
 	// decision. Works with any driver; not durable.
 	ModeLCN = "lcn"
-	// ModeXA uses XA START/END/PREPARE/COMMIT/ROLLBACK. Not supported yet.
+	// ModeXA runs the branch as an XA transaction (XA START at the first
+	// work, XA END + XA PREPARE in the prepare phase, XA COMMIT/ROLLBACK as
+	// the outcome), in MySQL/MariaDB syntax. It needs a server that keeps
+	// prepared branches across a disconnect (MariaDB 10.5.2+, MySQL
+	// 5.7.7+): the proxy relies on that when it finishes a branch from
+	// another connection.
 	ModeXA = "xa"
-	// ModeAuto picks xa where the server supports durable XA, lcn otherwise.
-	// Not supported yet.
+	// ModeAuto is xa when the inner driver is github.com/go-sql-driver/mysql
+	// and the server keeps a prepared branch across a disconnect (probed
+	// once, at the first group use), lcn otherwise.
 	ModeAuto = "auto"
 )
 
 // Defaults for Options fields left zero.
 const (
-	DefaultVoteTimeout     = 10 * time.Second
-	DefaultApplyTimeout    = 30 * time.Second
-	DefaultMaxIdleReleased = 8
+	DefaultVoteTimeout      = 10 * time.Second
+	DefaultApplyTimeout     = 30 * time.Second
+	DefaultMaxIdleReleased  = 8
+	DefaultRecoveryInterval = 5 * time.Second
 )
 
 // Options configure a proxied datasource. The proxy keeps a private,
@@ -33,8 +41,8 @@ type Options struct {
 	// proxy keeps one branch per group for it. Required.
 	Datasource string
 
-	// Mode is the branch mode: "lcn" (also ""). "xa" and "auto" are rejected
-	// with ErrModeNotSupported until they are implemented.
+	// Mode is the branch mode: ModeLCN (also ""), ModeXA or ModeAuto. The
+	// mode a branch runs in (Connector.Mode) is always lcn or xa.
 	Mode string
 
 	// Coordinator receives joins, votes and held branches. Set it or
@@ -52,9 +60,12 @@ type Options struct {
 	VoteTimeout time.Duration
 
 	// ApplyTimeout bounds the context given to a branch's local commit or
-	// rollback when the proxy applies it (the decision, or a local failure).
-	// Default DefaultApplyTimeout. Drivers whose Tx.Commit takes no context
-	// (all lcn branches) cannot be interrupted by it.
+	// rollback when the proxy applies it (the decision, or a local failure),
+	// and to the XA END and XA PREPARE of Held.Prepare. For a prepared xa
+	// branch whose connection failed it also bounds the attempts to finish
+	// it from another connection, after which Held.Commit/Rollback return
+	// ErrInDoubt. Default DefaultApplyTimeout. Drivers whose Tx.Commit takes
+	// no context (all lcn branches) cannot be interrupted by it.
 	ApplyTimeout time.Duration
 
 	// MaxIdleReleased bounds the physical connections released by finished
@@ -62,33 +73,47 @@ type Options struct {
 	// database/sql's pool). 0 means DefaultMaxIdleReleased; negative keeps
 	// none.
 	MaxIdleReleased int
+
+	// RecoveryInterval is the period of xa recovery: the rounds that find
+	// branches left prepared in the database by a crashed process, a killed
+	// connection or a restarted database, and finish them as the
+	// coordinator's Resolver says. 0 means DefaultRecoveryInterval; negative
+	// disables recovery. It runs only for mode xa, and for mode auto over
+	// go-sql-driver/mysql.
+	RecoveryInterval time.Duration
+
+	// Logger receives the proxy's rare log lines: the branch mode chosen by
+	// auto, and xa recovery. nil means slog.Default().
+	Logger *slog.Logger
 }
 
-// normalize validates o and returns the private copy with defaults applied,
-// and the branch protocol of its mode.
-func (o Options) normalize() (Options, branchProtocol, error) {
+// normalize validates o and returns the private copy with defaults applied.
+// Its Mode is ModeLCN, ModeXA or ModeAuto.
+func (o Options) normalize() (Options, error) {
 	if o.Datasource == "" {
-		return Options{}, nil, errors.New("sqlproxy: Options.Datasource is required")
+		return Options{}, errors.New("sqlproxy: Options.Datasource is required")
 	}
-	proto, err := protocolFor(o.Mode)
-	if err != nil {
-		return Options{}, nil, err
+	switch o.Mode {
+	case "":
+		o.Mode = ModeLCN
+	case ModeLCN, ModeXA, ModeAuto:
+	default:
+		return Options{}, fmt.Errorf("sqlproxy: datasource %q: unknown branch mode %q (want %q, %q or %q)", o.Datasource, o.Mode, ModeLCN, ModeXA, ModeAuto)
 	}
-	o.Mode = proto.mode()
 	switch {
 	case o.Coordinator == nil && o.CoordinatorFunc == nil:
-		return Options{}, nil, fmt.Errorf("sqlproxy: datasource %q: Options.Coordinator or Options.CoordinatorFunc is required", o.Datasource)
+		return Options{}, fmt.Errorf("sqlproxy: datasource %q: Options.Coordinator or Options.CoordinatorFunc is required", o.Datasource)
 	case o.Coordinator != nil && o.CoordinatorFunc != nil:
-		return Options{}, nil, fmt.Errorf("sqlproxy: datasource %q: set only one of Options.Coordinator and Options.CoordinatorFunc", o.Datasource)
+		return Options{}, fmt.Errorf("sqlproxy: datasource %q: set only one of Options.Coordinator and Options.CoordinatorFunc", o.Datasource)
 	}
 	if o.VoteTimeout < 0 {
-		return Options{}, nil, fmt.Errorf("sqlproxy: datasource %q: Options.VoteTimeout is negative", o.Datasource)
+		return Options{}, fmt.Errorf("sqlproxy: datasource %q: Options.VoteTimeout is negative", o.Datasource)
 	}
 	if o.VoteTimeout == 0 {
 		o.VoteTimeout = DefaultVoteTimeout
 	}
 	if o.ApplyTimeout < 0 {
-		return Options{}, nil, fmt.Errorf("sqlproxy: datasource %q: Options.ApplyTimeout is negative", o.Datasource)
+		return Options{}, fmt.Errorf("sqlproxy: datasource %q: Options.ApplyTimeout is negative", o.Datasource)
 	}
 	if o.ApplyTimeout == 0 {
 		o.ApplyTimeout = DefaultApplyTimeout
@@ -99,5 +124,11 @@ func (o Options) normalize() (Options, branchProtocol, error) {
 	case o.MaxIdleReleased < 0:
 		o.MaxIdleReleased = 0
 	}
-	return o, proto, nil
+	if o.RecoveryInterval == 0 {
+		o.RecoveryInterval = DefaultRecoveryInterval
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o, nil
 }

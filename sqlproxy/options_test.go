@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,8 +26,8 @@ func TestOptionsNormalize(t *testing.T) {
 		{name: "ok", opt: Options{Datasource: "d", Coordinator: co}},
 		{name: "lcn", opt: Options{Datasource: "d", Mode: "lcn", CoordinatorFunc: coFunc}},
 		{name: "no datasource", opt: Options{Coordinator: co}, wantErr: "Datasource is required"},
-		{name: "xa", opt: Options{Datasource: "d", Mode: "xa", Coordinator: co}, is: ErrModeNotSupported},
-		{name: "auto", opt: Options{Datasource: "d", Mode: "auto", Coordinator: co}, is: ErrModeNotSupported},
+		{name: "xa", opt: Options{Datasource: "d", Mode: "xa", Coordinator: co}},
+		{name: "auto", opt: Options{Datasource: "d", Mode: "auto", Coordinator: co}},
 		{name: "unknown mode", opt: Options{Datasource: "d", Mode: "2pc", Coordinator: co}, wantErr: `unknown branch mode "2pc"`},
 		{name: "no coordinator", opt: Options{Datasource: "d"}, wantErr: "Coordinator or Options.CoordinatorFunc is required"},
 		{name: "both", opt: Options{Datasource: "d", Coordinator: co, CoordinatorFunc: coFunc}, wantErr: "only one"},
@@ -53,13 +54,15 @@ func TestOptionsNormalize(t *testing.T) {
 		})
 	}
 
-	o, _, err := Options{Datasource: "d", Coordinator: co}.normalize()
+	o, err := Options{Datasource: "d", Coordinator: co}.normalize()
 	mustNil(t, "normalize", err)
 	check(t, "Mode", o.Mode, ModeLCN)
 	check(t, "VoteTimeout", o.VoteTimeout, DefaultVoteTimeout)
 	check(t, "ApplyTimeout", o.ApplyTimeout, DefaultApplyTimeout)
 	check(t, "MaxIdleReleased", o.MaxIdleReleased, DefaultMaxIdleReleased)
-	o, _, _ = Options{Datasource: "d", Coordinator: co, MaxIdleReleased: -1, VoteTimeout: time.Second}.normalize()
+	check(t, "RecoveryInterval", o.RecoveryInterval, DefaultRecoveryInterval)
+	check(t, "Logger", o.Logger, slog.Default())
+	o, _ = Options{Datasource: "d", Coordinator: co, MaxIdleReleased: -1, VoteTimeout: time.Second}.normalize()
 	check(t, "MaxIdleReleased<0", o.MaxIdleReleased, 0)
 	check(t, "VoteTimeout kept", o.VoteTimeout, time.Second)
 }
@@ -126,8 +129,8 @@ func TestWrapDriverMatchesDriverContext(t *testing.T) {
 	if _, err := dc.OpenConnector("dsn-b"); err == nil || !strings.Contains(err.Error(), "different DSN") {
 		t.Errorf("second DSN under one datasource name: err = %v", err)
 	}
-	if _, err := WrapDriver(fakeDriver{srv}, Options{Datasource: "d", Mode: "xa", Coordinator: co}).Open("x"); !errors.Is(err, ErrModeNotSupported) {
-		t.Errorf("Open with mode xa = %v", err)
+	if _, err := WrapDriver(fakeDriver{srv}, Options{Datasource: "d", Mode: "2pc", Coordinator: co}).Open("x"); err == nil || !strings.Contains(err.Error(), "unknown branch mode") {
+		t.Errorf("Open with mode 2pc = %v", err)
 	}
 	mustNil(t, "Close", c.(*Connector).Close())
 }

@@ -10,7 +10,23 @@ import (
 // physConn is a physical connection: one opened by the inner driver. Its
 // methods call the inner driver's optional interfaces and, where one is
 // missing, fall back exactly as database/sql would.
-type physConn struct{ ci driver.Conn }
+//
+// meta travels with the connection wherever it goes (proxy conn, branch,
+// free list); it is read and written only by whoever has exclusive use of
+// the connection.
+type physConn struct {
+	ci   driver.Conn
+	meta *physMeta
+}
+
+// physMeta is what the proxy learnt about a physical connection.
+type physMeta struct {
+	// serverID is the server's id of the session (SELECT CONNECTION_ID()),
+	// recorded by the first xa branch on the connection; 0 until then.
+	serverID uint64
+}
+
+func newPhys(ci driver.Conn) physConn { return physConn{ci: ci, meta: &physMeta{}} }
 
 func (p physConn) ok() bool { return p.ci != nil }
 

@@ -98,7 +98,8 @@ func (s *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (drive
 
 func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
 	if s.tx != nil {
-		return s.tx.query(ctx, func(physConn) (driver.Rows, driver.Stmt, error) {
+		// Its text was checked when it was prepared in the branch.
+		return s.tx.query(ctx, "", func(physConn) (driver.Rows, driver.Stmt, error) {
 			rows, err := stmtQuery(ctx, s.si, args)
 			return rows, nil, err
 		}, false)
@@ -110,9 +111,9 @@ func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driv
 			return stmtQuery(ctx, s.si, args)
 		}
 	case routeTx:
-		return c.tx.(*groupTx).query(ctx, runQuery(ctx, s.query, args), false)
+		return c.tx.(*groupTx).query(ctx, s.query, runQuery(ctx, s.query, args), false)
 	case routeGroup:
-		return c.queryImplicit(ctx, g, runQuery(ctx, s.query, args))
+		return c.queryImplicit(ctx, g, s.query, runQuery(ctx, s.query, args))
 	case routeNone:
 	}
 	return nil, ErrConnDetached

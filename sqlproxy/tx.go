@@ -56,7 +56,20 @@ func (t *groupTx) fail(err error) {
 	}
 }
 
+// check vets a statement's text for the branch's mode (xa refuses
+// statements that commit implicitly); a refused one is a failed statement.
+func (t *groupTx) check(query string) error {
+	if err := t.b.tx.check(query); err != nil {
+		t.fail(err)
+		return err
+	}
+	return nil
+}
+
 func (t *groupTx) exec(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	if err := t.check(query); err != nil {
+		return nil, err
+	}
 	var res driver.Result
 	err := t.b.use(ctx, func(pc physConn) error {
 		var err error
@@ -67,6 +80,8 @@ func (t *groupTx) exec(ctx context.Context, query string, args []driver.NamedVal
 	return res, err
 }
 
+// execStmt runs a statement prepared in the branch (its text was checked
+// then).
 func (t *groupTx) execStmt(ctx context.Context, si driver.Stmt, args []driver.NamedValue) (driver.Result, error) {
 	var res driver.Result
 	err := t.b.use(ctx, func(physConn) error {
@@ -79,8 +94,14 @@ func (t *groupTx) execStmt(ctx context.Context, si driver.Stmt, args []driver.Na
 }
 
 // query runs run with the lease and returns Rows that keep it until closed.
+// text is run's statement text, checked first ("": checked already).
 // implicit: closing the Rows ends the implicit local transaction (votes).
-func (t *groupTx) query(ctx context.Context, run func(physConn) (driver.Rows, driver.Stmt, error), implicit bool) (driver.Rows, error) {
+func (t *groupTx) query(ctx context.Context, text string, run func(physConn) (driver.Rows, driver.Stmt, error), implicit bool) (driver.Rows, error) {
+	if text != "" {
+		if err := t.check(text); err != nil {
+			return nil, err
+		}
+	}
 	if err := t.b.lease(ctx); err != nil {
 		return nil, err
 	}
@@ -100,6 +121,9 @@ func (t *groupTx) query(ctx context.Context, run func(physConn) (driver.Rows, dr
 }
 
 func (t *groupTx) prepare(ctx context.Context, query string) (driver.Stmt, error) {
+	if err := t.check(query); err != nil {
+		return nil, err
+	}
 	var s *stmt
 	err := t.b.use(ctx, func(pc physConn) error {
 		si, err := pc.prepare(ctx, query)

@@ -69,10 +69,11 @@ type Client struct {
 
 	nextID atomic.Uint64
 
-	mu      sync.Mutex // guards conn, pending, connCh
+	mu      sync.Mutex // guards conn, pending, connCh, modes
 	conn    *clientConn
 	pending map[uint64]chan *wire.Message
-	connCh  chan struct{} // closed (and replaced) whenever a session comes up
+	modes   map[string]string // datasource -> branch mode, from joins
+	connCh  chan struct{}     // closed (and replaced) whenever a session comes up
 
 	active activeCache
 	now    func() time.Time
@@ -135,14 +136,21 @@ func (c *Client) Service() string { return c.cfg.Service }
 type Status struct {
 	Connected bool
 	Held      int // branches waiting for their decision
+	// Modes maps each datasource that has joined a group to the branch
+	// mode it runs in ("xa" or "lcn"; mode auto resolves to one of them).
+	Modes map[string]string
 }
 
 // Status returns the client's current status.
 func (c *Client) Status() Status {
 	c.mu.Lock()
 	connected := c.conn != nil
+	modes := make(map[string]string, len(c.modes))
+	for k, v := range c.modes {
+		modes[k] = v
+	}
 	c.mu.Unlock()
-	return Status{Connected: connected, Held: c.reg.len()}
+	return Status{Connected: connected, Held: c.reg.len(), Modes: modes}
 }
 
 // WaitConnected blocks until a session with the TxManager is up or ctx ends.
@@ -333,6 +341,8 @@ func (c *Client) readLoop(conn *clientConn) error {
 		switch m.Type {
 		case wire.TypeDecision:
 			c.reg.decision(m.Group, m.Branch, m.Commit)
+		case wire.TypePrepare:
+			c.reg.prepare(m.Group, m.Branch)
 		case wire.TypeOK, wire.TypeError:
 			c.mu.Lock()
 			ch := c.pending[m.ID]

@@ -133,21 +133,31 @@ func newTestClient(t *testing.T, url string, mod func(*Config)) *Client {
 
 // fakeHeld records what the registry applied.
 type fakeHeld struct {
-	mu        sync.Mutex
-	commits   int
-	rollbacks int
-	err       error
-	applied   chan struct{}
+	mu         sync.Mutex
+	prepares   int
+	commits    int
+	rollbacks  int
+	err        error // returned by Commit
+	prepareErr error // returned by Prepare
+	applied    chan struct{}
 }
 
 func newFakeHeld() *fakeHeld { return &fakeHeld{applied: make(chan struct{}, 10)} }
 
+func (h *fakeHeld) Prepare(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.prepares++
+	return h.prepareErr
+}
+
 func (h *fakeHeld) Commit(ctx context.Context) error {
 	h.mu.Lock()
 	h.commits++
+	err := h.err
 	h.mu.Unlock()
 	h.applied <- struct{}{}
-	return h.err
+	return err
 }
 
 func (h *fakeHeld) Rollback(ctx context.Context) error {

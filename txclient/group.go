@@ -76,13 +76,19 @@ func (g *Group) decide(ctx context.Context, commit bool) (*wire.Message, error) 
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval = 20 * time.Millisecond
 	bo.MaxInterval = time.Second
-	bo.MaxElapsedTime = g.c.cfg.RequestTimeout
+	// A commit of a group with xa branches waits for the prepare phase,
+	// which ends at the group's deadline at the latest.
+	bo.MaxElapsedTime = g.c.cfg.RequestTimeout + max(0, time.Until(g.deadline))
 	var resp *wire.Message
 	var err error
 	_ = backoff.Retry(func() error {
 		resp, err = g.c.request(ctx, &wire.Message{Type: wire.TypeDecide, Group: g.id, Commit: commit})
 		if errors.Is(err, ErrNotSent) || errors.Is(err, ErrNoAnswer) || remoteCode(err) == wire.CodeUnavailable {
 			return err // retry
+		}
+		if err == nil && resp.State == "PREPARING" {
+			err = fmt.Errorf("%w: group %s still preparing", ErrNoAnswer, g.id)
+			return err // the TxManager stopped waiting (its session ended): ask again
 		}
 		return nil
 	}, backoff.WithContext(bo, ctx))
@@ -104,7 +110,7 @@ func (g *Group) Rollback(ctx context.Context) error {
 	return nil
 }
 
-// Status asks the TxManager for the group's state ("ACTIVE", "COMMITTING",
+// Status asks the TxManager for the group's state ("ACTIVE", "PREPARING", "COMMITTING",
 // "COMMITTED", "ROLLING_BACK", "ROLLED_BACK"). An unknown group is reported as
 // an error wrapping ErrGroupNotActive.
 func (g *Group) Status(ctx context.Context) (string, error) {
@@ -201,6 +207,7 @@ func (c *Client) Join(ctx context.Context, group, datasource, mode string) (stri
 		return "", fmt.Errorf("txclient: join group %s: %w", group, err)
 	}
 	c.reg.join(group, resp.Branch)
+	c.noteMode(datasource, mode)
 	return resp.Branch, nil
 }
 

@@ -14,9 +14,10 @@ type branchKey struct{ group, branch string }
 
 // heldBranch is a branch that voted prepared and waits for its decision.
 type heldBranch struct {
-	h        sqlproxy.Held
-	since    time.Time
-	applying bool // a decision is being applied; guarded by registry.mu
+	h         sqlproxy.Held
+	since     time.Time
+	applying  bool // a decision is being applied; guarded by registry.mu
+	preparing bool // a prepare request is being run; guarded by registry.mu
 }
 
 // recentLimit bounds the outcomes remembered for answering repeated
@@ -118,6 +119,14 @@ func (r *registry) decision(group, branch string, commit bool) {
 		case ok:
 			outcome, reason = r.apply(hb, commit)
 			r.mu.Lock()
+			if outcome == "" {
+				// In doubt (a prepared xa branch that could not be finished
+				// now): keep holding it; the TxManager pushes the decision
+				// again and the ask loop asks.
+				hb.applying = false
+				r.mu.Unlock()
+				return
+			}
 			delete(r.held, k)
 			r.remember(k, outcome)
 			r.mu.Unlock()
@@ -132,18 +141,71 @@ func (r *registry) decision(group, branch string, commit bool) {
 	}()
 }
 
-// apply runs the decision on the held branch on a detached context.
+// prepare runs the prepare phase for a held branch (xa: XA END and XA
+// PREPARE) and reports the result. A branch this process does not hold
+// cannot be prepared: its work is gone with the connection that did it
+// (a prepared one would be found by recovery instead).
+func (r *registry) prepare(group, branch string) {
+	k := branchKey{group, branch}
+	r.mu.Lock()
+	hb, ok := r.held[k]
+	_, pending := r.joined[k]
+	busy := ok && (hb.preparing || hb.applying)
+	if ok && !busy {
+		hb.preparing = true
+	}
+	r.mu.Unlock()
+	if busy || (!ok && pending) {
+		return // its answer follows, or the TxManager asks again once it is held
+	}
+	r.c.wg.Add(1)
+	go func() {
+		defer r.c.wg.Done()
+		okVote, reason := false, "branch not held by this process (restarted?)"
+		if ok {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.c.ctx), r.c.cfg.ApplyTimeout)
+			err := hb.h.Prepare(ctx)
+			cancel()
+			r.mu.Lock()
+			hb.preparing = false
+			r.mu.Unlock()
+			okVote, reason = err == nil, ""
+			if err != nil {
+				reason = err.Error()
+				r.c.log.Warn("prepare of held branch failed: the group rolls back", "group", group, "branch", branch, "err", err)
+			}
+		}
+		ctx, cancel := context.WithTimeout(r.c.ctx, r.c.cfg.RequestTimeout)
+		defer cancel()
+		_, err := r.c.request(ctx, &wire.Message{Type: wire.TypePrepared, Group: group, Branch: branch, OK: okVote, Reason: reason})
+		if err != nil && !errors.Is(err, ErrClosed) {
+			r.c.log.Warn("prepare result not delivered; the TxManager will ask again", "group", group, "branch", branch, "err", err)
+		}
+	}()
+}
+
+// apply runs the decision on the held branch on a detached context. An
+// empty outcome means the branch is in doubt: durable, not finished yet, to
+// be applied again later.
 func (r *registry) apply(hb *heldBranch, commit bool) (outcome, reason string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.c.ctx), r.c.cfg.ApplyTimeout)
 	defer cancel()
 	if commit {
 		if err := hb.h.Commit(ctx); err != nil {
+			if errors.Is(err, sqlproxy.ErrInDoubt) {
+				r.c.log.Warn("commit of a prepared branch not finished yet; will retry", "err", err)
+				return "", ""
+			}
 			r.c.log.Error("commit of held branch failed: its work is lost", "err", err)
 			return wire.OutcomeLost, err.Error()
 		}
 		return wire.OutcomeCommitted, ""
 	}
 	if err := hb.h.Rollback(ctx); err != nil {
+		if errors.Is(err, sqlproxy.ErrInDoubt) {
+			r.c.log.Warn("rollback of a prepared branch not finished yet; will retry", "err", err)
+			return "", ""
+		}
 		// The transaction is not committed: a failed rollback closes the
 		// connection and the database discards the work.
 		r.c.log.Warn("rollback of held branch reported an error", "err", err)
@@ -218,6 +280,8 @@ func (r *registry) askOne(ctx context.Context, k branchKey) {
 			r.decision(k.group, k.branch, true)
 		case "ROLLING_BACK", "ROLLED_BACK":
 			r.decision(k.group, k.branch, false)
+		case "PREPARING":
+			r.prepare(k.group, k.branch) // in case the prepare request was lost
 		}
 	case remoteCode(err) == wire.CodeNotFound:
 		r.decision(k.group, k.branch, false) // presumed abort

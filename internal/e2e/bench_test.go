@@ -37,6 +37,8 @@ type fakeHeld struct {
 
 func newFakeHeld() *fakeHeld { return &fakeHeld{done: make(chan struct{})} }
 
+func (h *fakeHeld) Prepare(context.Context) error { return nil }
+
 func (h *fakeHeld) Commit(context.Context) error {
 	h.committed.Store(true)
 	close(h.done)

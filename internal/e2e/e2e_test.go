@@ -436,7 +436,8 @@ func waitNoTrx(t *testing.T, bk *bank) {
 // describeTrx lists open InnoDB transactions with their connection's last
 // statement, for failure messages.
 func describeTrx(t *testing.T, db *sql.DB) string {
-	rows, err := db.Query(`SELECT t.trx_mysql_thread_id, t.trx_state, t.trx_started, COALESCE(p.INFO, ''), COALESCE(p.DB, '')
+	rows, err := db.Query(`SELECT t.trx_mysql_thread_id, t.trx_state, t.trx_started, COALESCE(p.INFO, ''), COALESCE(p.DB, ''),
+		t.trx_rows_modified, t.trx_is_read_only, COALESCE(p.COMMAND, ''), COALESCE(p.USER, '')
 		FROM information_schema.innodb_trx t LEFT JOIN information_schema.processlist p ON p.ID = t.trx_mysql_thread_id`)
 	if err != nil {
 		return err.Error()
@@ -444,11 +445,12 @@ func describeTrx(t *testing.T, db *sql.DB) string {
 	defer rows.Close()
 	var out []string
 	for rows.Next() {
-		var id, state, started, info, db string
-		if err := rows.Scan(&id, &state, &started, &info, &db); err != nil {
+		var id, state, started, info, db, modified, ro, cmd, user string
+		if err := rows.Scan(&id, &state, &started, &info, &db, &modified, &ro, &cmd, &user); err != nil {
 			return err.Error()
 		}
-		out = append(out, fmt.Sprintf("[thread %s %s since %s db %s: %q]", id, state, started, db, info))
+		out = append(out, fmt.Sprintf("[thread %s %s since %s db %s user %s command %s rows modified %s read-only %s: %q]",
+			id, state, started, db, user, cmd, modified, ro, info))
 	}
 	return strings.Join(out, " ")
 }
@@ -513,12 +515,21 @@ func TestLostLcnBranchFlagged(t *testing.T) {
 	})
 }
 
-// killHeldConnections kills every connection to p's schema that has an
-// open transaction, as a crashed process's connections would end.
+// killHeldConnections kills every connection to p's schema but the one
+// issuing the kills, as a crashed process's connections would end: the
+// branch's held connection among them (the others are idle pool
+// connections, which database/sql replaces). It does not rely on
+// information_schema.innodb_trx, whose cache MariaDB may keep stale for
+// XA transactions.
 func killHeldConnections(t *testing.T, p *participant) {
 	t.Helper()
-	rows, err := p.raw.Query(`SELECT t.trx_mysql_thread_id FROM information_schema.innodb_trx t
-		JOIN information_schema.processlist pl ON pl.ID = t.trx_mysql_thread_id WHERE pl.DB = ?`, p.schema)
+	ctx := context.Background()
+	c, err := p.raw.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rows, err := c.QueryContext(ctx, `SELECT ID FROM information_schema.processlist WHERE DB = ? AND ID <> CONNECTION_ID()`, p.schema)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -532,10 +543,10 @@ func killHeldConnections(t *testing.T, p *participant) {
 	}
 	rows.Close()
 	if len(ids) == 0 {
-		t.Fatal("no held connection to kill")
+		t.Fatalf("no connection to kill on schema %s", p.schema)
 	}
 	for _, id := range ids {
-		if _, err := p.raw.Exec(fmt.Sprintf("KILL CONNECTION %d", id)); err != nil {
+		if _, err := c.ExecContext(ctx, fmt.Sprintf("KILL CONNECTION %d", id)); err != nil {
 			t.Fatal(err)
 		}
 	}

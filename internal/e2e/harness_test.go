@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -26,7 +27,12 @@ import (
 	"github.com/golcn/golcn/txmanager"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(childMain()) // this process is a participant of a crash test
+	}
+	testenv.Main(m)
+}
 
 // quietLogger drops logs below warnings, keeping test output readable.
 func quietLogger() *slog.Logger {
@@ -214,19 +220,32 @@ func newClient(t testing.TB, m *manager, service string, mod ...func(*txclient.C
 type participant struct {
 	name   string
 	schema string
+	dsn    string
+	mode   string
 	client *txclient.Client
 	db     *sql.DB // through the proxy
 	raw    *sql.DB // direct, for checks
 	url    string
-	calls  sync.WaitGroup
+	gate   *gate // non-nil: decisions wait at the gate
 }
 
 const initialBalance = 1000
 
+// partOpts adjust newParticipantWith.
+type partOpts struct {
+	mode string           // branch mode ("": lcn)
+	mdb  *testenv.MariaDB // nil: the shared server
+	gate bool             // hold every decision at a gate the test opens
+}
+
 func newParticipant(t *testing.T, m *manager, name string) *participant {
+	return newParticipantWith(t, m, name, partOpts{})
+}
+
+// bankSchema creates the accounts table of a fresh schema on mdb.
+func bankSchema(t testing.TB, mdb *testenv.MariaDB) (schema, dsn string, raw *sql.DB) {
 	t.Helper()
-	mdb := testenv.SharedMariaDB(t)
-	schema, dsn := mdb.CreateDatabase(t)
+	schema, dsn = mdb.CreateDatabase(t)
 	raw, err := sql.Open("mysql", dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -240,7 +259,17 @@ func newParticipant(t *testing.T, m *manager, name string) *participant {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	p := &participant{name: name, schema: schema, client: newClient(t, m, name), raw: raw}
+	return schema, dsn, raw
+}
+
+func newParticipantWith(t testing.TB, m *manager, name string, o partOpts) *participant {
+	t.Helper()
+	mdb := o.mdb
+	if mdb == nil {
+		mdb = testenv.SharedMariaDB(t)
+	}
+	schema, dsn, raw := bankSchema(t, mdb)
+	p := &participant{name: name, schema: schema, dsn: dsn, mode: o.mode, client: newClient(t, m, name), raw: raw}
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -249,14 +278,20 @@ func newParticipant(t *testing.T, m *manager, name string) *participant {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.db, err = sqlproxy.OpenDB(inner, sqlproxy.Options{Datasource: name, Coordinator: p.client})
+	var coord sqlproxy.Coordinator = p.client
+	if o.gate {
+		p.gate = newGate()
+		coord = gatedCoord{Client: p.client, g: p.gate}
+	}
+	p.db, err = sqlproxy.OpenDB(inner, sqlproxy.Options{Datasource: name, Mode: o.mode, Coordinator: coord,
+		RecoveryInterval: 200 * time.Millisecond, ApplyTimeout: 5 * time.Second, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.db.Close() })
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /move", p.move)
+	mux.HandleFunc("POST /move", moveHandler(p.db))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -268,32 +303,86 @@ func newParticipant(t *testing.T, m *manager, name string) *participant {
 	return p
 }
 
-// move adds delta to an account inside the request's group. fail=after
-// makes it fail after its write (the local transaction rolls back).
-func (p *participant) move(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	acct, _ := strconv.Atoi(r.URL.Query().Get("acct"))
-	delta, _ := strconv.Atoi(r.URL.Query().Get("delta"))
-	tx, err := p.db.BeginTx(ctx, nil)
-	if err != nil {
-		http.Error(w, "begin: "+err.Error(), http.StatusInternalServerError)
-		return
+// moveHandler adds delta to an account inside the request's group.
+// fail=after makes it fail after its write (the local transaction rolls
+// back).
+func moveHandler(db *sql.DB) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		acct, _ := strconv.Atoi(r.URL.Query().Get("acct"))
+		delta, _ := strconv.Atoi(r.URL.Query().Get("delta"))
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			http.Error(w, "begin: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET balance = balance + ? WHERE id = ?`, delta, acct); err != nil {
+			_ = tx.Rollback()
+			http.Error(w, "update: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		if r.URL.Query().Get("fail") == "after" {
+			_ = tx.Rollback()
+			http.Error(w, "failing by request after the write", http.StatusInternalServerError)
+			return
+		}
+		if err := tx.Commit(); err != nil {
+			http.Error(w, "commit (vote): "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE accounts SET balance = balance + ? WHERE id = ?`, delta, acct); err != nil {
-		_ = tx.Rollback()
-		http.Error(w, "update: "+err.Error(), http.StatusInternalServerError)
-		return
+}
+
+// gate holds the decisions of a participant's branches until the test
+// opens it: reached is closed when the first decision arrives.
+type gate struct {
+	reachedOnce sync.Once
+	reached     chan struct{}
+	open        chan struct{}
+}
+
+func newGate() *gate { return &gate{reached: make(chan struct{}), open: make(chan struct{})} }
+
+func (g *gate) pass(ctx context.Context) error {
+	g.reachedOnce.Do(func() { close(g.reached) })
+	select {
+	case <-g.open:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	if r.URL.Query().Get("fail") == "after" {
-		_ = tx.Rollback()
-		http.Error(w, "failing by request after the write", http.StatusInternalServerError)
-		return
+}
+
+// gatedCoord is a participant's coordinator whose held branches wait at the
+// gate before applying a decision. It keeps the client's other methods
+// (Resolver included).
+type gatedCoord struct {
+	*txclient.Client
+	g *gate
+}
+
+func (c gatedCoord) Hold(group, branch string, h sqlproxy.Held) {
+	c.Client.Hold(group, branch, gatedHeld{Held: h, g: c.g})
+}
+
+type gatedHeld struct {
+	sqlproxy.Held
+	g *gate
+}
+
+func (h gatedHeld) Commit(ctx context.Context) error {
+	if err := h.g.pass(ctx); err != nil {
+		return fmt.Errorf("%w: gate: %v", sqlproxy.ErrInDoubt, err)
 	}
-	if err := tx.Commit(); err != nil {
-		http.Error(w, "commit (vote): "+err.Error(), http.StatusInternalServerError)
-		return
+	return h.Held.Commit(ctx)
+}
+
+func (h gatedHeld) Rollback(ctx context.Context) error {
+	if err := h.g.pass(ctx); err != nil {
+		return fmt.Errorf("%w: gate: %v", sqlproxy.ErrInDoubt, err)
 	}
-	w.WriteHeader(http.StatusNoContent)
+	return h.Held.Rollback(ctx)
 }
 
 func (p *participant) balance(t *testing.T, acct int) int64 {

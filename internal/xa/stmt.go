@@ -60,6 +60,13 @@ func IsRolledBack(err error) bool {
 	return isServerErr(err, errXARBRollback) || isServerErr(err, errXARBTimeout) || isServerErr(err, errXARBDeadlock)
 }
 
+// IsServerError reports whether err carries an error answered by the
+// MySQL/MariaDB server (any error number), as opposed to a failure of the
+// connection or of the client. After a server error the session is still
+// there and the statement was refused; after any other error the caller
+// cannot know whether the statement ran.
+func IsServerError(err error) bool { return isAnyServerErr(err) }
+
 func isServerErr(err error, number uint16) bool {
 	var me *mysql.MySQLError
 	return errors.As(err, &me) && me.Number == number

@@ -15,9 +15,24 @@
 //
 // The datasource name, which identifies the branch of a group in this
 // process, is the DSN's address and database ("db:3306/orders").
+//
+// # Branch mode
+//
+// "lcn-mysql" runs in sqlproxy.ModeAuto: xa (durable prepared branches, with
+// crash recovery) when the server keeps a prepared XA branch across a
+// disconnect (MariaDB 10.5.2+, MySQL 5.7.7+), lcn otherwise; see package
+// sqlproxy. To force a mode, open the database with OpenDB instead of
+// sql.Open:
+//
+//	db, err := lcnmysql.OpenDB(dsn, sqlproxy.ModeLCN)
+//
+// (A DSN parameter cannot carry the mode: go-sql-driver/mysql sends unknown
+// DSN parameters to the server as session variables.) Do not open the same
+// DSN both ways in one process: each would keep its own branches.
 package lcnmysql
 
 import (
+	"database/sql"
 	"fmt"
 	"os"
 
@@ -35,8 +50,8 @@ func init() {
 	sqlproxy.Register(DriverName, &mysql.MySQLDriver{}, Options)
 }
 
-// Options returns the proxy options for dsn: its datasource name and the
-// default coordinator, resolved lazily.
+// Options returns the proxy options for dsn: its datasource name, mode
+// auto, and the default coordinator, resolved lazily.
 func Options(dsn string) (sqlproxy.Options, error) {
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
@@ -44,8 +59,31 @@ func Options(dsn string) (sqlproxy.Options, error) {
 	}
 	return sqlproxy.Options{
 		Datasource:      cfg.Addr + "/" + cfg.DBName,
+		Mode:            sqlproxy.ModeAuto,
 		CoordinatorFunc: DefaultCoordinator,
 	}, nil
+}
+
+// OpenDB opens dsn through the proxy in the given branch mode
+// (sqlproxy.ModeLCN, ModeXA or ModeAuto; "" means ModeAuto), with the
+// options of Options otherwise. Like sql.Open it does not connect.
+func OpenDB(dsn, mode string) (*sql.DB, error) {
+	opt, err := Options(dsn)
+	if err != nil {
+		return nil, err
+	}
+	if mode != "" {
+		opt.Mode = mode
+	}
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("lcnmysql: %w", err)
+	}
+	inner, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("lcnmysql: %w", err)
+	}
+	return sqlproxy.OpenDB(inner, opt)
 }
 
 // DefaultCoordinator returns txclient.Default(), creating it from the

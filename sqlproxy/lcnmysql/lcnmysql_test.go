@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/golcn/golcn/internal/testenv"
+	"github.com/golcn/golcn/sqlproxy"
 	"github.com/golcn/golcn/sqlproxy/lcnmysql"
 	"github.com/golcn/golcn/txclient"
 	"github.com/golcn/golcn/txmanager"
@@ -101,7 +102,34 @@ func TestOptionsDatasource(t *testing.T) {
 	if opt.Datasource != "db:3306/orders" || strings.Contains(opt.Datasource, "s3cret") {
 		t.Fatalf("datasource %q", opt.Datasource)
 	}
+	if opt.Mode != sqlproxy.ModeAuto {
+		t.Fatalf("mode %q, want %q", opt.Mode, sqlproxy.ModeAuto)
+	}
 	if _, err := lcnmysql.Options("::not a dsn"); err == nil {
+		t.Fatal("malformed DSN accepted")
+	}
+}
+
+// OpenDB forces a branch mode; an unknown one is refused.
+func TestOpenDBMode(t *testing.T) {
+	mdb := testenv.SharedMariaDB(t)
+	_, dsn := mdb.CreateDatabase(t)
+	if _, err := lcnmysql.OpenDB(dsn, "2pc"); err == nil || !strings.Contains(err.Error(), `unknown branch mode "2pc"`) {
+		t.Fatalf("OpenDB with mode 2pc: %v", err)
+	}
+	for _, mode := range []string{"", sqlproxy.ModeLCN, sqlproxy.ModeXA, sqlproxy.ModeAuto} {
+		db, err := lcnmysql.OpenDB(dsn, mode)
+		if err != nil {
+			t.Fatalf("OpenDB(%q): %v", mode, err)
+		}
+		if err := db.Ping(); err != nil {
+			t.Fatalf("OpenDB(%q): ping: %v", mode, err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := lcnmysql.OpenDB("::not a dsn", ""); err == nil {
 		t.Fatal("malformed DSN accepted")
 	}
 }

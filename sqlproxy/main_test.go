@@ -1,0 +1,10 @@
+package sqlproxy
+
+import (
+	"testing"
+
+	"github.com/golcn/golcn/internal/testenv"
+)
+
+// TestMain stops the shared MariaDB of the integration tests at exit.
+func TestMain(m *testing.M) { testenv.Main(m) }
