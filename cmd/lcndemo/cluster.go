@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	"github.com/golcn/golcn/examples/exdb"
 	"github.com/golcn/golcn/examples/order"
 	"github.com/golcn/golcn/examples/stock"
+	"github.com/golcn/golcn/sqlproxy"
 	"github.com/golcn/golcn/txclient"
 	"github.com/golcn/golcn/txmanager"
 )
@@ -34,8 +37,9 @@ const retention = time.Hour
 type cluster struct {
 	log     *slog.Logger
 	dialect exdb.Dialect
-	store   string // description for the summary
-	mode    string // the services' branch mode
+	store   string                // description for the summary
+	want    string                // the branch mode asked for ("": the dialect's default)
+	conns   []*sqlproxy.Connector // the services' datasources, for the mode in effect
 
 	tmURL string // http://127.0.0.1:port
 	// tokens are the per-service credentials the demo's TxManager accepts
@@ -55,7 +59,7 @@ type cluster struct {
 // startCluster starts the TxManager and the services. On error, everything
 // already started is stopped.
 func startCluster(ctx context.Context, opts Options, dir string, log *slog.Logger) (c *cluster, err error) {
-	c = &cluster{log: log, dialect: exdb.SQLite}
+	c = &cluster{log: log, dialect: exdb.SQLite, want: opts.Mode}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, c.close())
@@ -203,6 +207,22 @@ func (c *cluster) databases(ctx context.Context, opts Options, dir string) (map[
 	return dsns, nil
 }
 
+// mode describes the branch mode in effect ("xa", "lcn"; modes joined by
+// "+" if the services differ; "auto (not decided yet)" before any group).
+func (c *cluster) mode() string {
+	var modes []string
+	for _, cn := range c.conns {
+		m := cn.Mode()
+		if m == "" {
+			m = "auto (not decided yet)"
+		}
+		if !slices.Contains(modes, m) {
+			modes = append(modes, m)
+		}
+	}
+	return strings.Join(modes, "+")
+}
+
 // startService starts one service: its TxManager session, its proxied
 // database, and its HTTP server. It returns the service's base URL.
 func (c *cluster) startService(ctx context.Context, name, dsn string, setup func(*sql.DB, *txclient.Client) (http.Handler, error)) (string, error) {
@@ -212,11 +232,11 @@ func (c *cluster) startService(ctx context.Context, name, dsn string, setup func
 		return "", fmt.Errorf("%s: %w", name, err)
 	}
 	c.closers = append(c.closers, cl.Close)
-	db, mode, err := exdb.Open(c.dialect, dsn, name, cl)
+	db, conn, err := exdb.Open(c.dialect, dsn, name, cl, c.want)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", name, err)
 	}
-	c.mode = mode
+	c.conns = append(c.conns, conn)
 	c.closers = append(c.closers, db.Close)
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

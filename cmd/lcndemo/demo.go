@@ -28,6 +28,9 @@ type Options struct {
 	// server (dropped and re-created) instead of SQLite files.
 	MySQLDSN          string
 	MySQLSchemaPrefix string
+	// Mode is the services' branch mode: "xa", "lcn" or "auto" ("": lcn on
+	// SQLite, auto on MySQL).
+	Mode string
 	// RedisAddr, if set, makes the TxManager use the Redis store.
 	RedisAddr string
 	// Dir is where the temporary directory is made (default os.TempDir()).
@@ -171,7 +174,7 @@ func backend(opts Options, c *cluster) string {
 	if opts.MySQLDSN != "" {
 		db = "mysql schemas " + opts.MySQLSchemaPrefix + "{order,stock,account}"
 	}
-	return fmt.Sprintf("databases: %s (branch mode %s); txmanager store: %s", db, c.mode, c.store)
+	return fmt.Sprintf("databases: %s (branch mode %s); txmanager store: %s", db, c.mode(), c.store)
 }
 
 // tally counts outcomes and computes throughput and latency percentiles.

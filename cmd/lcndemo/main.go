@@ -41,6 +41,7 @@ func lcndemo() int {
 	fs.Uint64Var(&opts.Seed, "seed", 1, "seed of the order mix")
 	fs.Float64Var(&opts.FailRate, "fail-rate", 0.05, "fraction of charges that fail after their write (chosen by order id hash)")
 	fs.StringVar(&opts.MySQLDSN, "mysql-dsn", os.Getenv("LCN_DEMO_MYSQL_DSN"), "run the services on MySQL/MariaDB schemas lcndemo_{order,stock,account} of this server (dropped and re-created); env LCN_DEMO_MYSQL_DSN")
+	fs.StringVar(&opts.Mode, "mode", "", "branch mode of the services' databases: xa, lcn or auto (default: lcn on SQLite, auto on MySQL)")
 	fs.StringVar(&opts.RedisAddr, "redis-addr", os.Getenv("LCN_DEMO_REDIS_ADDR"), "use the Redis store at this address for the TxManager; env LCN_DEMO_REDIS_ADDR")
 	fs.BoolVar(&opts.Keep, "keep", false, "keep the temporary directory (SQLite files, bolt store)")
 	fs.DurationVar(&opts.ConvergeTimeout, "converge-timeout", 30*time.Second, "how long to wait for every group to be settled")

@@ -11,7 +11,6 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
-	"errors"
 	"fmt"
 	"net/url"
 
@@ -81,28 +80,27 @@ func Connector(d Dialect, dsn string) (driver.Connector, error) {
 }
 
 // Open opens the database of one service through the golcn proxy, naming it
-// datasource, with coord as the transaction coordinator client, and returns
-// the branch mode it runs in. SQLite runs in lcn mode (the vote is a held
-// local transaction). MySQL asks for auto mode (durable XA where the server
-// supports it) and falls back to lcn while the proxy does not support it.
-func Open(d Dialect, dsn, datasource string, coord sqlproxy.Coordinator) (*sql.DB, string, error) {
+// datasource, with coord as the transaction coordinator client, in the given
+// branch mode ("" picks the default: lcn on SQLite, whose vote is a held
+// local transaction; auto on MySQL, durable XA where the server keeps
+// prepared branches). The connector reports the mode in effect (for auto,
+// once the first group used the datasource).
+func Open(d Dialect, dsn, datasource string, coord sqlproxy.Coordinator, mode string) (*sql.DB, *sqlproxy.Connector, error) {
 	inner, err := Connector(d, dsn)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
-	mode := sqlproxy.ModeLCN
-	if d == MySQL {
-		mode = sqlproxy.ModeAuto
-	}
-	db, err := sqlproxy.OpenDB(inner, sqlproxy.Options{Datasource: datasource, Coordinator: coord, Mode: mode})
-	if errors.Is(err, sqlproxy.ErrModeNotSupported) && mode != sqlproxy.ModeLCN {
+	if mode == "" {
 		mode = sqlproxy.ModeLCN
-		db, err = sqlproxy.OpenDB(inner, sqlproxy.Options{Datasource: datasource, Coordinator: coord, Mode: mode})
+		if d == MySQL {
+			mode = sqlproxy.ModeAuto
+		}
 	}
+	c, err := sqlproxy.NewConnector(inner, sqlproxy.Options{Datasource: datasource, Coordinator: coord, Mode: mode})
 	if err != nil {
-		return nil, "", fmt.Errorf("exdb: open %s database: %w", datasource, err)
+		return nil, nil, fmt.Errorf("exdb: open %s database: %w", datasource, err)
 	}
-	return db, mode, nil
+	return sql.OpenDB(c), c, nil
 }
 
 // MigrateAll runs each statement in order (DDL: outside any group).

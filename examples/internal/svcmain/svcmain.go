@@ -69,7 +69,7 @@ func run(ctx context.Context, s Service, listen, dialect, dsn, manager string) e
 		return err
 	}
 	defer client.Close()
-	db, mode, err := exdb.Open(d, dsn, s.Name, client)
+	db, conn, err := exdb.Open(d, dsn, s.Name, client, "")
 	if err != nil {
 		return err
 	}
@@ -84,7 +84,7 @@ func run(ctx context.Context, s Service, listen, dialect, dsn, manager string) e
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", listen, err)
 	}
-	log.Info("serving", "addr", "http://"+ln.Addr().String(), "manager", manager, "branch_mode", mode)
+	log.Info("serving", "addr", "http://"+ln.Addr().String(), "manager", manager, "branch_mode", conn.Mode())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
