@@ -3,7 +3,7 @@ GO ?= go
 GOFLAGS ?=
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build demo test fuzz vet fmt-check tidy-check txmanager clean
+.PHONY: all build demo test fuzz vet fmt-check tidy-check txmanager lcnctl ui-test clean
 
 all: build
 
@@ -47,5 +47,15 @@ tidy-check:
 txmanager:
 	$(GO) run ./cmd/txmanager $(ARGS)
 
+## lcnctl: the operator CLI (ARGS="groups list"; token from LCN_ADMIN_TOKEN_FILE or LCN_ADMIN_TOKEN)
+lcnctl:
+	$(GO) run ./cmd/lcnctl $(ARGS)
+
+## ui-test: the admin page's unit tests and the headless-chromium browser
+## test (also part of `make test`); screenshots go to $(LCN_UI_ARTIFACTS)
+LCN_UI_ARTIFACTS ?= $(CURDIR)/ui-artifacts
+ui-test:
+	LCN_UI_ARTIFACTS=$(LCN_UI_ARTIFACTS) $(GO) test -race -count=1 -v ./txmanager/adminui/... ./internal/uitest/...
+
 clean:
-	rm -rf lcn-data
+	rm -rf lcn-data ui-artifacts

@@ -76,13 +76,15 @@ func TestManagerDefaults(t *testing.T) {
 	m := mustManager(t, []string{"--auth-insecure"}, nil)
 	core := txmanager.Config{Auth: txmanager.AuthConfig{Insecure: true}}.WithDefaults()
 	want := Manager{
-		Listen:    ":8070",
-		Store:     StoreBolt,
-		DataDir:   "./lcn-data",
-		Redis:     Redis{Prefix: "lcn"},
-		Core:      core,
-		LogLevel:  "info",
-		LogFormat: "text",
+		Listen:       ":8070",
+		Store:        StoreBolt,
+		DataDir:      "./lcn-data",
+		Redis:        Redis{Prefix: "lcn"},
+		Core:         core,
+		LogLevel:     "info",
+		LogFormat:    "text",
+		AdminUI:      AdminUI{SessionTTL: 8 * time.Hour},
+		DrainTimeout: 30 * time.Second,
 	}
 	// Our defaults must be txmanager's own: the docs table shows ours.
 	if !reflect.DeepEqual(*m, want) {
@@ -176,6 +178,8 @@ func TestEveryManagerKeyFromEverySource(t *testing.T) {
 		"limits.message_rate":  "2500.5", "limits.message_burst": "17", "limits.max_body_bytes": "4096",
 		"group_timeout": "31s", "max_group_timeout": "11m", "reap_interval": "501ms",
 		"retry_min": "201ms", "retry_max": "11s", "retention": "25h", "ping_interval": "11s", "lost_after": "2m",
+		"attention_after": "3m", "drain_timeout": "5s",
+		"admin_ui.enabled": "true", "admin_ui.secret_sha256": hashA, "admin_ui.session_ttl": "1h",
 		"log_level": "error", "log_format": "json",
 	}
 	var yaml, env, args []string
@@ -194,7 +198,7 @@ func TestEveryManagerKeyFromEverySource(t *testing.T) {
 	// A quoted string where YAML wants a number or bool is rejected, so
 	// write those unquoted.
 	fileText := strings.Join(yaml, "\n")
-	for _, kv := range []string{`"redis.db": "3"`, `"redis.tls": "true"`, `"auth.client_certs": "true"`, `"auth.insecure": "true"`,
+	for _, kv := range []string{`"redis.db": "3"`, `"redis.tls": "true"`, `"auth.client_certs": "true"`, `"auth.insecure": "true"`, `"admin_ui.enabled": "true"`,
 		`"limits.message_rate": "2500.5"`, `"limits.message_burst": "17"`, `"limits.max_body_bytes": "4096"`} {
 		k, v, _ := strings.Cut(kv, ": ")
 		fileText = strings.Replace(fileText, kv, k+": "+strings.Trim(v, `"`), 1)
@@ -224,6 +228,7 @@ func TestEveryManagerKeyFromEverySource(t *testing.T) {
 		Core: txmanager.Config{GroupTimeout: 31 * time.Second, MaxGroupTimeout: 11 * time.Minute,
 			ReapInterval: 501 * time.Millisecond, RetryMin: 201 * time.Millisecond, RetryMax: 11 * time.Second,
 			Retention: 25 * time.Hour, PingInterval: 11 * time.Second, LostAfter: 2 * time.Minute,
+			AttentionAfter: 3 * time.Minute,
 			Auth: txmanager.AuthConfig{
 				Credentials: []txmanager.Credential{
 					{Service: "stock", TokenSHA256: hashA, Role: txmanager.RoleService},
@@ -235,6 +240,8 @@ func TestEveryManagerKeyFromEverySource(t *testing.T) {
 			MessageRate: 2500.5, MessageBurst: 17, MaxBodyBytes: 4096,
 		}.WithDefaults(),
 		LogLevel: "error", LogFormat: "json",
+		AdminUI:      AdminUI{Enabled: true, SecretSHA256: hashA, SessionTTL: time.Hour},
+		DrainTimeout: 5 * time.Second,
 	}
 	for name, got := range map[string]*Manager{"file": fromFile, "file lists": fromFileLists, "env": fromEnv, "flags": fromFlags} {
 		if got.TLS == nil || len(got.TLS.Certificates) != 1 || got.TLS.ClientCAs == nil || got.TLS.ClientAuth != tls.VerifyClientCertIfGiven {
@@ -733,5 +740,26 @@ func TestConcurrentLoads(t *testing.T) {
 				t.Errorf("service %q", c.Core.Service)
 			}
 		})
+	}
+}
+
+// The admin page needs its secret's hash, which is never shown.
+func TestAdminUISettings(t *testing.T) {
+	_, err := loadManager([]string{"--auth-insecure", "--admin-ui-enabled"}, nil, io.Discard)
+	var ke *KeyError
+	if !errors.As(err, &ke) || ke.Key != "admin_ui.secret_sha256" || !strings.Contains(err.Error(), "hash-token") {
+		t.Errorf("enabled without a hash: %v", err)
+	}
+	_, err = loadManager([]string{"--auth-insecure", "--admin-ui-secret-sha256", "not-a-hash-but-maybe-a-secret"}, nil, io.Discard)
+	if !errors.As(err, &ke) || ke.Key != "admin_ui.secret_sha256" || strings.Contains(err.Error(), "not-a-hash-but-maybe-a-secret") {
+		t.Errorf("malformed hash: %v", err)
+	}
+	h := txmanager.HashToken("a-long-admin-secret")
+	m := mustManager(t, []string{"--auth-insecure", "--admin-ui-enabled", "--admin-ui-secret-sha256", h}, nil)
+	if !m.AdminUI.Enabled || m.AdminUI.SecretSHA256 != h || m.AdminUI.SessionTTL != 8*time.Hour {
+		t.Errorf("admin UI settings %+v", m.AdminUI)
+	}
+	if strings.Contains(m.String(), h) || !strings.Contains(m.String(), "admin_ui.secret_sha256=***") {
+		t.Errorf("rendered settings show the hash: %s", m)
 	}
 }

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -137,6 +139,16 @@ func managerSpecs() []spec[Manager] {
 			func(m *Manager) *time.Duration { return &m.Core.PingInterval }),
 		dur("lost_after", "1m", "how long the client holding a branch of a decided group may stay away before an lcn branch counts as lost (commit) or rolled back",
 			func(m *Manager) *time.Duration { return &m.Core.LostAfter }),
+		dur("attention_after", "10m", "how long phase 2 of a decided group may be retried without finishing before the group gets a phase2_stuck compensation marker (retries go on)",
+			func(m *Manager) *time.Duration { return &m.Core.AttentionAfter }),
+		dur("drain_timeout", "30s", "at SIGTERM, how long to wait for requests in progress and queued pushes before closing client sessions and exiting",
+			func(m *Manager) *time.Duration { return &m.DrainTimeout }),
+		{Key: k("admin_ui.enabled", "false", "serve the admin web page at /admin/; requires admin_ui.secret_sha256"),
+			field: func(m *Manager) any { return &m.AdminUI.Enabled }},
+		{Key: k("admin_ui.secret_sha256", "", "SHA-256 (hex) of the admin page's login secret, made with txmanager hash-token; a known default secret is refused"),
+			field: func(m *Manager) any { return &m.AdminUI.SecretSHA256 }, check: checkSHA256, show: redact},
+		dur("admin_ui.session_ttl", "8h", "how long an admin page login lasts",
+			func(m *Manager) *time.Duration { return &m.AdminUI.SessionTTL }),
 		{Key: k("limits.message_rate", "2000", "messages per second one client session may send; a faster session is throttled, others are not slowed"),
 			field: func(m *Manager) any { return &m.Core.MessageRate }, positive: true},
 		{Key: k("limits.message_burst", "4000", "messages a client session may send at once above limits.message_rate"),
@@ -208,6 +220,14 @@ func checkHostPort(s string) error {
 	}
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
 		return fmt.Errorf("%q is not host:port with a numeric port", s)
+	}
+	return nil
+}
+
+// checkSHA256 accepts 64 hex digits; the message never shows the value.
+func checkSHA256(s string) error {
+	if b, err := hex.DecodeString(s); err != nil || len(b) != sha256.Size {
+		return errors.New("must be 64 hex characters (a SHA-256: printf %s \"$SECRET\" | txmanager hash-token)")
 	}
 	return nil
 }

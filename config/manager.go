@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/golcn/golcn/txmanager"
 )
@@ -44,6 +45,20 @@ type Manager struct {
 	LogLevel string
 	// LogFormat is "text" (default) or "json".
 	LogFormat string
+	// AdminUI holds the admin page's settings (keys admin_ui.*).
+	AdminUI AdminUI
+	// DrainTimeout bounds the drain at SIGTERM: new groups are refused,
+	// requests in progress and queued pushes are waited for, then client
+	// sessions are closed. Key "drain_timeout", default 30s.
+	DrainTimeout time.Duration
+}
+
+// AdminUI holds the admin web page's settings (keys admin_ui.*).
+// cmd/txmanager passes them to package txmanager/adminui.
+type AdminUI struct {
+	Enabled      bool          // "admin_ui.enabled", default false
+	SecretSHA256 string        // "admin_ui.secret_sha256": hex SHA-256 of the login secret; never printed
+	SessionTTL   time.Duration // "admin_ui.session_ttl", default 8h
 }
 
 // Redis holds the connection settings of the Redis store (keys "redis.*").
@@ -91,6 +106,10 @@ func loadManager(args, environ []string, help io.Writer) (*Manager, error) {
 	}
 	if len(a.Credentials) == 0 && !a.ClientCerts && !a.Insecure {
 		errs = append(errs, errNoCredentials())
+	}
+	if m.AdminUI.Enabled && m.AdminUI.SecretSHA256 == "" {
+		errs = append(errs, &KeyError{Key: "admin_ui.secret_sha256", Err: fmt.Errorf("required when admin_ui.enabled is true (from %s): "+
+			"the SHA-256 of the admin secret, made with printf %%s \"$SECRET\" | txmanager hash-token; the page has no default secret", src["admin_ui.enabled"])})
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

@@ -46,6 +46,9 @@ type Config struct {
 	ApplyTimeout time.Duration
 	// Logger receives the client's logs. Default slog.Default().
 	Logger *slog.Logger
+	// Metrics, if set, counts held branches, votes, applies and recovery
+	// actions (see NewMetrics). nil: no metrics.
+	Metrics *Metrics
 }
 
 // WithDefaults returns c with every zero field set to its default.

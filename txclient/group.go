@@ -206,7 +206,7 @@ func (c *Client) Join(ctx context.Context, group, datasource, mode string) (stri
 		}
 		return "", fmt.Errorf("txclient: join group %s: %w", group, err)
 	}
-	c.reg.join(group, resp.Branch)
+	c.reg.join(group, resp.Branch, mode)
 	c.noteMode(datasource, mode)
 	return resp.Branch, nil
 }
@@ -214,6 +214,7 @@ func (c *Client) Join(ctx context.Context, group, datasource, mode string) (stri
 // Vote implements sqlproxy.Coordinator.
 func (c *Client) Vote(ctx context.Context, group, branch string, ok bool, reason string) error {
 	_, err := c.request(ctx, &wire.Message{Type: wire.TypeVote, Group: group, Branch: branch, OK: ok, Reason: reason})
+	c.cfg.Metrics.Voted(ok)
 	if err != nil {
 		return fmt.Errorf("txclient: vote for branch %s of group %s: %w", branch, group, err)
 	}

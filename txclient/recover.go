@@ -29,17 +29,21 @@ func (c *Client) Resolve(ctx context.Context, group, branch string) (sqlproxy.Re
 	case remoteCode(err) == wire.CodeNotFound:
 		// The group is unknown (or has no such branch): it cannot commit
 		// this work.
+		c.cfg.Metrics.Recovered(RecoveryRolledBack)
 		return sqlproxy.ResolveRollback, nil
 	case err != nil:
 		return sqlproxy.ResolveWait, fmt.Errorf("txclient: resolve branch %s of group %s: %w", branch, group, err)
 	}
 	if resp.Service != c.cfg.Service {
+		c.cfg.Metrics.Recovered(RecoveryLeft)
 		return sqlproxy.ResolveSkip, nil
 	}
 	switch resp.State {
 	case "COMMITTING", "COMMITTED":
+		c.cfg.Metrics.Recovered(RecoveryCommitted)
 		return sqlproxy.ResolveCommit, nil
 	case "ROLLING_BACK", "ROLLED_BACK":
+		c.cfg.Metrics.Recovered(RecoveryRolledBack)
 		return sqlproxy.ResolveRollback, nil
 	case "PREPARING":
 		if resp.BranchState == "READY" {
@@ -50,6 +54,7 @@ func (c *Client) Resolve(ctx context.Context, group, branch string) (sqlproxy.Re
 			c.log.Info("recovered a prepared branch during the prepare phase", "group", group, "branch", branch)
 		}
 	}
+	c.cfg.Metrics.Recovered(RecoveryAsked)
 	return sqlproxy.ResolveWait, nil
 }
 

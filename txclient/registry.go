@@ -15,6 +15,7 @@ type branchKey struct{ group, branch string }
 // heldBranch is a branch that voted prepared and waits for its decision.
 type heldBranch struct {
 	h         sqlproxy.Held
+	mode      string // the branch mode it joined with (for metrics)
 	since     time.Time
 	applying  bool // a decision is being applied; guarded by registry.mu
 	preparing bool // a prepare request is being run; guarded by registry.mu
@@ -33,13 +34,19 @@ type registry struct {
 
 	mu     sync.Mutex // guards held, joined, recent, order
 	held   map[branchKey]*heldBranch
-	joined map[branchKey]time.Time // joined, not held yet: when
+	joined map[branchKey]joinedBranch // joined, not held yet
 	recent map[branchKey]string    // outcome already applied (wire.Outcome*)
 	order  []branchKey             // FIFO of recent keys, for eviction
 }
 
+// joinedBranch is a branch joined and not held yet.
+type joinedBranch struct {
+	at   time.Time
+	mode string
+}
+
 func newRegistry(c *Client) *registry {
-	return &registry{c: c, held: make(map[branchKey]*heldBranch), joined: make(map[branchKey]time.Time),
+	return &registry{c: c, held: make(map[branchKey]*heldBranch), joined: make(map[branchKey]joinedBranch),
 		recent: make(map[branchKey]string)}
 }
 
@@ -66,10 +73,10 @@ func (r *registry) refs() []wire.BranchRef {
 // join notes a branch this process joined and has not handed over yet, so
 // that a commit decision arriving between its vote and its hold is not taken
 // for the decision of a branch this process lost.
-func (r *registry) join(group, branch string) {
+func (r *registry) join(group, branch, mode string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.joined[branchKey{group, branch}] = r.c.now()
+	r.joined[branchKey{group, branch}] = joinedBranch{at: r.c.now(), mode: mode}
 }
 
 // joinedTTL bounds how long a joined branch waits for its hold before the
@@ -81,9 +88,15 @@ func (r *registry) hold(group, branch string, h sqlproxy.Held) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	k := branchKey{group, branch}
+	j, ok := r.joined[k]
+	mode := j.mode
+	if !ok || mode == "" {
+		mode = "lcn"
+	}
 	delete(r.joined, k)
 	if _, ok := r.held[k]; !ok {
-		r.held[k] = &heldBranch{h: h, since: r.c.now()}
+		r.held[k] = &heldBranch{h: h, since: r.c.now(), mode: mode}
+		r.c.cfg.Metrics.BranchHeld(mode)
 	}
 }
 
@@ -118,6 +131,7 @@ func (r *registry) decision(group, branch string, commit bool) {
 		switch {
 		case ok:
 			outcome, reason = r.apply(hb, commit)
+			r.c.cfg.Metrics.Applied(orDefault(outcome, ApplyError))
 			r.mu.Lock()
 			if outcome == "" {
 				// In doubt (a prepared xa branch that could not be finished
@@ -130,6 +144,7 @@ func (r *registry) decision(group, branch string, commit bool) {
 			delete(r.held, k)
 			r.remember(k, outcome)
 			r.mu.Unlock()
+			r.c.cfg.Metrics.BranchReleased(hb.mode)
 		case done:
 			outcome = prev
 		case !commit:
@@ -253,8 +268,8 @@ func (r *registry) askLoop(ctx context.Context) {
 		now := r.c.now()
 		var ask []branchKey
 		r.mu.Lock()
-		for k, at := range r.joined {
-			if now.Sub(at) > joinedTTL {
+		for k, j := range r.joined {
+			if now.Sub(j.at) > joinedTTL {
 				delete(r.joined, k)
 			}
 		}
@@ -288,4 +303,11 @@ func (r *registry) askOne(ctx context.Context, k branchKey) {
 	default:
 		r.c.log.Warn("cannot ask the TxManager for a held branch's decision; will ask again", "group", k.group, "err", err)
 	}
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
 }

@@ -110,8 +110,13 @@ var knownDefaultTokens = []string{"codingapi", "seata", "admin", "password", "se
 
 // principal is an authenticated caller.
 type principal struct {
-	service string
+	service string // the service it acts as; "" for an admin page session, or with auth.insecure
 	role    Role
+	// name is who it is, for audit records: the token's service, the
+	// certificate's common name, the admin page session's principal, or
+	// "anonymous" (auth.insecure).
+	name    string
+	session bool // authenticated by an admin page session
 }
 
 // authenticator checks credentials against a table that can be replaced
@@ -164,16 +169,16 @@ func (a *authenticator) authenticate(r *http.Request, now time.Time) (principal,
 		if !c.Expires.IsZero() && !now.Before(c.Expires) {
 			return principal{}, &errAuth{http.StatusUnauthorized, "token expired"}
 		}
-		return principal{service: c.Service, role: c.Role}, nil
+		return principal{service: c.Service, role: c.Role, name: c.Service}, nil
 	}
 	if a.cfg.ClientCerts && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
 		cert := r.TLS.VerifiedChains[0][0]
 		if cn := cert.Subject.CommonName; cn != "" {
-			return principal{service: cn, role: RoleService}, nil
+			return principal{service: cn, role: RoleService, name: cn}, nil
 		}
 	}
 	if a.cfg.Insecure {
-		return principal{role: RoleAdmin}, nil // service taken from the hello
+		return principal{role: RoleAdmin, name: "anonymous"}, nil // service taken from the hello
 	}
 	return principal{}, &errAuth{http.StatusUnauthorized, "authentication required: Authorization: Bearer <token>"}
 }

@@ -43,6 +43,10 @@ type Config struct {
 	// It must exceed a client's reconnect time, including a restart that
 	// recovers durable branches. Default 1m.
 	LostAfter time.Duration
+	// AttentionAfter is how long phase 2 of a decided group may go on
+	// being retried before the group gets a phase2_stuck compensation
+	// marker (it still goes on being retried). Default 10m.
+	AttentionAfter time.Duration
 	// Logger receives the TxManager's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -62,6 +66,7 @@ func (c Config) WithDefaults() Config {
 	def(&c.Retention, 24*time.Hour)
 	def(&c.PingInterval, 10*time.Second)
 	def(&c.LostAfter, time.Minute)
+	def(&c.AttentionAfter, 10*time.Minute)
 	if c.MessageRate == 0 {
 		c.MessageRate = 2000
 	}
@@ -93,6 +98,7 @@ func (c Config) Validate() error {
 	pos("retention", c.Retention)
 	pos("ping_interval", c.PingInterval)
 	pos("lost_after", c.LostAfter)
+	pos("attention_after", c.AttentionAfter)
 	if c.GroupTimeout > c.MaxGroupTimeout {
 		errs = append(errs, fmt.Errorf("group_timeout (%s) must not exceed max_group_timeout (%s)", c.GroupTimeout, c.MaxGroupTimeout))
 	}

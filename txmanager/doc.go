@@ -25,6 +25,21 @@
 //     writer goroutine each), the reaper and the phase-2 retrier.
 //   - Store (store.go): OpenBoltStore (embedded file, the default),
 //     NewRedisStore (production, several TxManagers), NewMemoryStore (tests).
+//     Besides the records, every store keeps the operator data (oplog.go):
+//     a timeline per group and compensation markers.
+//
+// # Operations
+//
+// Handler serves the REST API (api.go; docs/openapi.yaml): the operator
+// endpoints (groups, overview, compensation markers, phase-2 retry,
+// resolution with an audit record), the participant endpoints (the
+// protocol over HTTP, through the same core), /healthz, /readyz and
+// /metrics (a Prometheus registry per Server, metrics.go). WithAdminUI
+// mounts the admin page at /admin/ and accepts its sessions on the
+// operator endpoints. The retrier gives a group whose phase 2 has gone on
+// for Config.AttentionAfter a phase2_stuck marker (markers.go). Drain
+// (drain.go) refuses new groups and waits for requests and pushes in
+// progress before Close. See docs/operations.md.
 //
 // # Usage
 //

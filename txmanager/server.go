@@ -2,7 +2,6 @@ package txmanager
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -34,11 +33,18 @@ type Server struct {
 	locks [256]sync.Mutex // per-group serialisation, striped by id
 	seed  maphash.Seed
 
-	mu       sync.Mutex // guards sessions, retry, gone, waiters
+	metrics  *metrics
+	ui       AdminUI       // nil: no admin page
+	draining atomic.Bool   // Drain was called: no new groups
+	requests tracker       // REST and websocket requests in progress (Drain waits)
+	snap     snapshotCache // store counts for the gauges
+
+	mu       sync.Mutex // guards sessions, retry, gone, waiters, stuck
 	sessions map[string]*session
 	waiters  map[string]*decisionWaiters // PREPARING groups whose starter waits for the decision
 	retry    map[string]retryState       // decided groups awaiting acks: next push time
-	gone     map[string]time.Time        // session id -> when its last session ended
+	gone     map[string]time.Time        // session id -> when its last session ended (HTTP owners: their last request)
+	stuck    map[string]bool             // groups given a phase2_stuck marker by this server
 	started  time.Time                   // owners never seen by this server count as gone since then
 
 	wg        sync.WaitGroup // every goroutine the server starts
@@ -56,6 +62,30 @@ type Option func(*Server)
 
 // WithClock makes the server read time from now (tests).
 func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
+
+// SessionAuthenticator authenticates requests by a browser session (the
+// admin page's) instead of a bearer token.
+type SessionAuthenticator interface {
+	// Authenticate returns the principal of r's session, if r carries a
+	// valid one. It must not write to r.
+	Authenticate(r *http.Request) (principal string, ok bool)
+	// CheckCSRF reports whether r carries its session's CSRF token. Every
+	// state-changing request authenticated by a session must.
+	CheckCSRF(r *http.Request) bool
+}
+
+// AdminUI is the admin web page: its handler, mounted at /admin/ (it gets
+// the full request path), and the sessions it creates, which the REST
+// API's operator endpoints accept. Package adminui implements it.
+type AdminUI interface {
+	SessionAuthenticator
+	Handler() http.Handler
+}
+
+// WithAdminUI mounts ui at /admin/ and accepts its sessions on the
+// operator endpoints (admin role; a POST needs the session's CSRF token).
+// A nil ui is no admin page.
+func WithAdminUI(ui AdminUI) Option { return func(s *Server) { s.ui = ui } }
 
 // New returns a TxManager over store. cfg is completed with defaults and
 // validated; the error names the first bad setting.
@@ -77,11 +107,14 @@ func New(cfg Config, store Store, opts ...Option) (*Server, error) {
 		retry:    make(map[string]retryState),
 		gone:     make(map[string]time.Time),
 		waiters:  make(map[string]*decisionWaiters),
+		stuck:    make(map[string]bool),
 		closed:   make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(s)
 	}
+	s.metrics = newMetrics(s)
+	s.store = timedStore{Store: store, h: s.metrics.storeLat}
 	s.started = s.now()
 	if err := s.SetAuth(cfg.Auth); err != nil {
 		return nil, err
@@ -171,6 +204,13 @@ var errUnavailable = errors.New("txmanager: store unavailable")
 // compare-and-set (another TxManager, or the reaper, got there first) reloads
 // and steps again.
 func (s *Server) step(ctx context.Context, ev Event) (Reply, error) {
+	r, _, err := s.stepGroup(ctx, ev)
+	return r, err
+}
+
+// stepGroup is step that also returns the group after the event (nil if
+// the store does not know it).
+func (s *Server) stepGroup(ctx context.Context, ev Event) (Reply, *Group, error) {
 	mu := s.lockFor(ev.Group)
 	mu.Lock()
 	defer mu.Unlock()
@@ -180,7 +220,7 @@ func (s *Server) step(ctx context.Context, ev Event) (Reply, error) {
 		if errors.Is(err, ErrNotFound) {
 			g = nil
 		} else if err != nil {
-			return Reply{}, fmt.Errorf("%w: load group %s: %v", errUnavailable, ev.Group, err)
+			return Reply{}, nil, fmt.Errorf("%w: load group %s: %v", errUnavailable, ev.Group, err)
 		}
 		ev.NowMS = s.nowMS()
 		if ev.Kind == EvRetry && g != nil {
@@ -189,18 +229,19 @@ func (s *Server) step(ctx context.Context, ev Event) (Reply, error) {
 		res := Step(g, ev)
 		raced := false
 		for _, t := range res.Transitions {
-			if _, err := s.store.Apply(ctx, t); err != nil {
+			after, err := s.store.Apply(ctx, t)
+			if err != nil {
 				if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {
 					raced = true
 					break
 				}
-				return Reply{}, fmt.Errorf("%w: %s group %s: %v", errUnavailable, t.Kind, ev.Group, err)
+				return Reply{}, nil, fmt.Errorf("%w: %s group %s: %v", errUnavailable, t.Kind, ev.Group, err)
 			}
+			g = after
+			s.metrics.observeTransition(t, after, s.now())
+			s.logTransition(t, after)
 			if t.Kind == TransDecide {
-				if t.GroupTo == GroupPreparing {
-					s.log.Debug("group preparing", "group", t.Group, "reason", t.Reason)
-				} else {
-					s.log.Info("group decided", "group", t.Group, "state", t.GroupTo, "reason", t.Reason)
+				if t.GroupTo != GroupPreparing {
 					defer s.notifyDecided(t.Group) // after the pushes below
 				}
 				s.scheduleRetry(t.Group)
@@ -210,13 +251,40 @@ func (s *Server) step(ctx context.Context, ev Event) (Reply, error) {
 			continue
 		}
 		s.dispatch(res.Sends)
-		return res.Reply, nil
+		return res.Reply, g, nil
 	}
-	return Reply{}, fmt.Errorf("%w: group %s: %d compare-and-set conflicts in a row", errUnavailable, ev.Group, attempts)
+	return Reply{}, nil, fmt.Errorf("%w: group %s: %d compare-and-set conflicts in a row", errUnavailable, ev.Group, attempts)
 }
 
-// create records a new group started by sess.
-func (s *Server) create(ctx context.Context, sess *session, timeout time.Duration) (*Group, error) {
+// logTransition logs a persisted transition (the group after it is g).
+func (s *Server) logTransition(t Transition, g *Group) {
+	switch {
+	case t.Kind == TransDecide && t.GroupTo == GroupPreparing:
+		s.log.Debug("group preparing", "group", t.Group, "reason", t.Reason)
+	case t.Kind == TransDecide:
+		s.log.Info("group decided", "group", t.Group, "state", t.GroupTo, "reason", t.Reason)
+	case t.Kind == TransBranchDone && t.BranchTo == BranchLost:
+		s.log.Warn("branch lost: compensation marker created", "group", t.Group, "branch", t.BranchID,
+			"marker", MarkerID(t.Group, t.BranchID), "reason", t.Reason)
+	default:
+		s.log.Debug("group "+t.Kind.String(), "group", t.Group, "branch", t.BranchID, "reason", t.Reason)
+	}
+	if g.State.Terminal() {
+		if g.Attention != "" {
+			s.log.Warn("group finished: needs attention", "group", g.ID, "state", g.State, "attention", g.Attention)
+		} else {
+			s.log.Debug("group finished", "group", g.ID, "state", g.State)
+		}
+	}
+}
+
+// create records a new group started by instance, a client of service
+// (a websocket session's id, or "<service>/http" for a REST caller). It
+// refuses while the server drains (errDraining).
+func (s *Server) create(ctx context.Context, service, instance string, timeout time.Duration) (*Group, error) {
+	if s.draining.Load() {
+		return nil, errDraining
+	}
 	if timeout <= 0 {
 		timeout = s.cfg.GroupTimeout
 	}
@@ -227,15 +295,16 @@ func (s *Server) create(ctx context.Context, sess *session, timeout time.Duratio
 	g := &Group{
 		ID:             gid.New(),
 		State:          GroupActive,
-		StarterService: sess.service,
-		Starter:        sess.id,
+		StarterService: service,
+		Starter:        instance,
 		CreatedMS:      now,
 		DeadlineMS:     now + timeout.Milliseconds(),
 	}
 	if err := s.store.Create(ctx, g); err != nil {
 		return nil, fmt.Errorf("%w: create group: %v", errUnavailable, err)
 	}
-	s.log.Debug("group created", "group", g.ID, "service", sess.service, "deadline_ms", g.DeadlineMS)
+	s.metrics.started.Inc()
+	s.log.Debug("group created", "group", g.ID, "service", service, "deadline_ms", g.DeadlineMS)
 	return g, nil
 }
 
@@ -460,151 +529,22 @@ func (s *Server) retryOnce(ctx context.Context) {
 	for id := range s.retry {
 		if !live[id] {
 			delete(s.retry, id)
+			delete(s.stuck, id)
 		}
 	}
 	s.mu.Unlock()
 	for _, id := range due {
-		if _, err := s.step(ctx, Event{Kind: EvRetry, Group: id}); err != nil {
-			s.log.Warn("retrier: push decision", "group", id, "err", err)
-		}
-	}
-}
-
-// Handler returns the TxManager's HTTP handler: the client websocket at
-// /v1/ws, GET /v1/groups/{id} (admin role), /healthz and /readyz (no
-// credentials needed). Every other request is authenticated with the
-// current credentials; request bodies are bounded by MaxBodyBytes.
-func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/ws", s.serveWS)
-	mux.Handle("GET /v1/groups/{id}", s.requireRole(RoleAdmin, http.HandlerFunc(s.serveGroup)))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := s.store.Ping(ctx); err != nil {
-			writeError(w, http.StatusServiceUnavailable, "store unreachable: "+err.Error())
-			return
-		}
-		body := map[string]any{"status": "ready"}
-		if s.auth.Load().cfg.Insecure {
-			body["insecure"] = true
-			body["warning"] = "authentication disabled (auth.insecure)"
-		}
-		writeJSON(w, http.StatusOK, body)
-	})
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body != nil {
-			r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
-		}
-		mux.ServeHTTP(w, r)
-	})
-}
-
-// requireRole authenticates the request and refuses callers without role.
-func (s *Server) requireRole(role Role, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, err := s.auth.Load().authenticate(r, s.now())
+		s.metrics.retries.Inc()
+		_, g, err := s.stepGroup(ctx, Event{Kind: EvRetry, Group: id})
 		if err != nil {
-			s.refuse(w, r, err)
-			return
+			s.log.Warn("retrier: push decision", "group", id, "err", err)
+			continue
 		}
-		if p.role < role {
-			s.log.Warn("request refused: role", "service", p.service, "role", p.role, "need", role, "path", r.URL.Path)
-			writeError(w, http.StatusForbidden, "this endpoint needs the "+role.String()+" role")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// refuse answers an authentication failure and logs it (never the
-// credential itself).
-func (s *Server) refuse(w http.ResponseWriter, r *http.Request, err error) {
-	code := http.StatusUnauthorized
-	var ae *errAuth
-	if errors.As(err, &ae) {
-		code = ae.status
+		s.markIfStuck(ctx, g)
 	}
-	s.log.Warn("request refused: authentication", "remote", r.RemoteAddr, "path", r.URL.Path, "reason", err.Error())
-	writeError(w, code, err.Error())
 }
 
 // Group returns the store's record of a group (for operators and tests).
 func (s *Server) Group(ctx context.Context, id string) (*Group, error) {
 	return s.store.Get(ctx, id)
-}
-
-// GroupView is the JSON shape of a group in the HTTP API.
-type GroupView struct {
-	ID             string       `json:"id"`
-	State          string       `json:"state"`
-	StarterService string       `json:"starter_service"`
-	Created        time.Time    `json:"created"`
-	Deadline       time.Time    `json:"deadline"`
-	Decided        *time.Time   `json:"decided,omitempty"`
-	Finished       *time.Time   `json:"finished,omitempty"`
-	Reason         string       `json:"reason,omitempty"`
-	Attention      string       `json:"attention,omitempty"`
-	Branches       []BranchView `json:"branches"`
-}
-
-// BranchView is the JSON shape of a branch in the HTTP API.
-type BranchView struct {
-	ID         string `json:"id"`
-	Service    string `json:"service"`
-	Instance   string `json:"instance"`
-	Datasource string `json:"datasource"`
-	Mode       string `json:"mode,omitempty"`
-	State      string `json:"state"`
-	Reason     string `json:"reason,omitempty"`
-}
-
-// View returns g's HTTP API shape.
-func (g *Group) View() GroupView {
-	ms := func(v int64) *time.Time {
-		if v == 0 {
-			return nil
-		}
-		t := time.UnixMilli(v).UTC()
-		return &t
-	}
-	v := GroupView{ID: g.ID, State: g.State.String(), StarterService: g.StarterService,
-		Created: time.UnixMilli(g.CreatedMS).UTC(), Deadline: time.UnixMilli(g.DeadlineMS).UTC(),
-		Decided: ms(g.DecidedMS), Finished: ms(g.FinishedMS), Reason: g.Reason, Attention: g.Attention,
-		Branches: make([]BranchView, 0, len(g.Branches))}
-	for _, b := range g.Branches {
-		v.Branches = append(v.Branches, BranchView{ID: b.ID, Service: b.Service, Instance: b.Instance,
-			Datasource: b.Datasource, Mode: b.Mode, State: b.State.String(), Reason: b.Reason})
-	}
-	return v
-}
-
-func (s *Server) serveGroup(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if _, err := gid.Parse(id); err != nil {
-		writeError(w, http.StatusBadRequest, "group id: "+err.Error())
-		return
-	}
-	g, err := s.store.Get(r.Context(), id)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		writeError(w, http.StatusNotFound, "no group "+id)
-	case err != nil:
-		writeError(w, http.StatusServiceUnavailable, "store: "+err.Error())
-	default:
-		writeJSON(w, http.StatusOK, g.View())
-	}
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, map[string]any{"error": map[string]any{"code": code, "message": msg}})
 }

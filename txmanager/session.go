@@ -48,7 +48,7 @@ type session struct {
 	log     *slog.Logger
 	limiter *rate.Limiter
 
-	out       chan *wire.Message
+	out       chan outItem
 	done      chan struct{} // closed by close()
 	closeOnce sync.Once
 	closeMsg  []byte // close frame sent by the writer, set before done is closed
@@ -67,6 +67,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	who, err := s.auth.Load().authenticate(r, s.now())
 	if err != nil {
 		s.refuse(w, r, err)
+		return
+	}
+	if !websocket.IsWebSocketUpgrade(r) {
+		w.Header().Set("Upgrade", "websocket")
+		writeError(w, http.StatusUpgradeRequired, "this endpoint is the client websocket: send a websocket upgrade")
 		return
 	}
 	conn, err := upgrader.Upgrade(w, r, nil)
@@ -111,7 +116,7 @@ func (s *Server) handshake(conn *websocket.Conn, who principal) (*session, error
 		srv: s, conn: conn, service: m.Service, instance: m.Instance, id: m.Service + "/" + m.Instance,
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.MessageRate), s.cfg.MessageBurst),
 		log:     s.log.With("service", m.Service, "instance", m.Instance),
-		out:     make(chan *wire.Message, 1024),
+		out:     make(chan outItem, 1024),
 		done:    make(chan struct{}),
 		sem:     make(chan struct{}, maxInflight),
 		ctx:     ctx, cancel: cancel,
@@ -148,7 +153,8 @@ func (s *Server) handshake(conn *websocket.Conn, who principal) (*session, error
 }
 
 // spawn runs f on a goroutine the server waits for, bounded by the session's
-// in-flight limit. It blocks while the session is at its limit.
+// in-flight limit, and counted as a request in progress (Drain). It blocks
+// while the session is at its limit.
 func (ss *session) spawn(f func()) {
 	select {
 	case ss.sem <- struct{}{}:
@@ -156,11 +162,20 @@ func (ss *session) spawn(f func()) {
 		return
 	}
 	ss.srv.wg.Add(1)
+	ss.srv.requests.add()
 	go func() {
 		defer ss.srv.wg.Done()
+		defer ss.srv.requests.done()
 		defer func() { <-ss.sem }()
 		f()
 	}()
+}
+
+// outItem is one entry of a session's send queue: a message, or (flushed
+// set) a barrier the writer closes when it reaches it.
+type outItem struct {
+	m       *wire.Message
+	flushed chan struct{}
 }
 
 // push queues m for the writer. It never blocks: if the session is closed or
@@ -169,10 +184,32 @@ func (ss *session) spawn(f func()) {
 func (ss *session) push(m *wire.Message) {
 	select {
 	case <-ss.done:
-	case ss.out <- m:
+	case ss.out <- outItem{m: m}:
 	default:
 		ss.log.Warn("send queue full: closing slow session")
 		ss.close("send queue full")
+	}
+}
+
+// flush returns once the writer has written everything queued before the
+// call, or the session ended (nothing more will be written: nil), or ctx
+// ended (its error).
+func (ss *session) flush(ctx context.Context) error {
+	barrier := make(chan struct{})
+	select {
+	case ss.out <- outItem{flushed: barrier}:
+	case <-ss.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-barrier:
+		return nil
+	case <-ss.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -213,8 +250,12 @@ func (ss *session) writeLoop() {
 		case <-ss.done:
 			_ = ss.conn.WriteControl(websocket.CloseMessage, ss.closeMsg, time.Now().Add(time.Second))
 			return
-		case m := <-ss.out:
-			frame, err := wire.Encode(m)
+		case it := <-ss.out:
+			if it.flushed != nil {
+				close(it.flushed)
+				continue
+			}
+			frame, err := wire.Encode(it.m)
 			if err != nil {
 				ss.log.Error("encode", "err", err)
 				continue
@@ -278,7 +319,7 @@ func (ss *session) handle(m *wire.Message) *wire.Message {
 	var ev Event
 	switch m.Type {
 	case wire.TypeCreate:
-		g, err := s.create(ctx, ss, time.Duration(m.TimeoutMS)*time.Millisecond)
+		g, err := s.create(ctx, ss.service, ss.id, time.Duration(m.TimeoutMS)*time.Millisecond)
 		if err != nil {
 			return wire.Errorf(m.ID, wire.CodeUnavailable, "%v", err)
 		}

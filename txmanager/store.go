@@ -38,6 +38,41 @@ type Store interface {
 	Purge(ctx context.Context, now time.Time) (int, error)
 	// Ping reports whether the store is reachable.
 	Ping(ctx context.Context) error
+
+	// Operator data (oplog.go). Create appends the group's "created" event
+	// and every Apply that succeeds appends its transition's event
+	// (transitionEvent), atomically with the record, keeping the newest
+	// MaxEvents. An Apply that records a branch LOST creates its
+	// branch_lost marker (lostMarkers) atomically too, and one that makes
+	// the group terminal resolves the group's open phase2_stuck marker
+	// (stuckResolution). A group with an open marker is never purged nor
+	// expired; once its last open marker is resolved it is kept for the
+	// retention period from then (or from its end, whichever is later).
+	// Events, markers and the created-time index go with the group.
+
+	// Events returns the group's timeline, oldest first, or an error
+	// wrapping ErrNotFound if the group is unknown.
+	Events(ctx context.Context, id string) ([]TimelineEvent, error)
+	// List returns a page of groups matching q, newest first. A bad
+	// q.Cursor is an error wrapping ErrBadCursor.
+	List(ctx context.Context, q ListQuery) (ListPage, error)
+	// Count counts the newest groups, at most max of them, by state.
+	Count(ctx context.Context, max int) (Counts, error)
+	// AddMarker records m (a phase2_stuck marker) for its group unless a
+	// marker with its id exists; it reports whether it created one. The
+	// group must exist (ErrNotFound) and not be terminal (ErrConflict).
+	AddMarker(ctx context.Context, m Marker) (created bool, err error)
+	// Marker returns one marker, or an error wrapping ErrNotFound.
+	Marker(ctx context.Context, id string) (Marker, error)
+	// Markers lists up to limit markers with the given status, oldest
+	// first (by creation time, then id).
+	Markers(ctx context.Context, status MarkerStatus, limit int) ([]Marker, error)
+	// GroupMarkers lists the markers of one group, oldest first.
+	GroupMarkers(ctx context.Context, group string) ([]Marker, error)
+	// Resolve records r on the open marker id and returns the marker. An
+	// unknown id is ErrNotFound; a resolved marker is ErrResolved (which
+	// wraps ErrConflict) and is not changed.
+	Resolve(ctx context.Context, id string, r Resolution) (Marker, error)
 	// Close releases the store's resources.
 	Close() error
 }

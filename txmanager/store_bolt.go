@@ -26,7 +26,10 @@ var (
 	boltGroups    = []byte("groups")    // id -> JSON of Group
 	boltDeadlines = []byte("deadlines") // DeadlineMS+id, for ACTIVE groups
 	boltUndone    = []byte("undone")    // DecidedMS+id, for decided, non-terminal groups
-	boltExpiry    = []byte("expiry")    // FinishedMS+Retention+id, for terminal groups
+	boltExpiry    = []byte("expiry")    // FinishedMS+Retention+id, for terminal groups without open markers
+	boltCreated   = []byte("created")   // CreatedMS+id, for every group (List, Count)
+	boltEvents    = []byte("events")    // id -> JSON of []TimelineEvent
+	boltMarkers   = []byte("markers")   // marker id (<group id>.<what>) -> JSON of Marker
 )
 
 // BoltStore is the embedded, durable default Store: one file, opened by one
@@ -55,10 +58,15 @@ func OpenBoltStore(path string, opt StoreOptions) (*BoltStore, error) {
 		return nil, fmt.Errorf("txmanager: open store %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{boltGroups, boltDeadlines, boltUndone, boltExpiry} {
+		// A file written before the created index existed gets it now.
+		backfill := tx.Bucket(boltCreated) == nil && tx.Bucket(boltGroups) != nil
+		for _, b := range [][]byte{boltGroups, boltDeadlines, boltUndone, boltExpiry, boltCreated, boltEvents, boltMarkers} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
+		}
+		if backfill {
+			return boltBackfillCreated(tx)
 		}
 		return nil
 	})
@@ -110,6 +118,12 @@ func (s *BoltStore) Create(ctx context.Context, g *Group) error {
 			return nil
 		}
 		if err := groups.Put(id, raw); err != nil {
+			return err
+		}
+		if err := tx.Bucket(boltCreated).Put(boltKey(g.CreatedMS, g.ID), nil); err != nil {
+			return err
+		}
+		if err := boltPutEvents(tx, g.ID, []TimelineEvent{createdEvent(g)}); err != nil {
 			return err
 		}
 		return tx.Bucket(boltDeadlines).Put(boltKey(g.DeadlineMS, g.ID), nil)
@@ -184,6 +198,9 @@ func (s *BoltStore) Apply(ctx context.Context, t Transition) (*Group, error) {
 			return err
 		}
 		if err := s.reindex(tx, before, g); err != nil {
+			return err
+		}
+		if err := s.applyOps(tx, t, before, g); err != nil {
 			return err
 		}
 		after = g
@@ -270,8 +287,10 @@ func (s *BoltStore) scan(ctx context.Context, bucket []byte, maxMS int64, limit 
 	return ids, err
 }
 
-// Purge removes terminal groups whose retention has passed by now and
-// returns how many it removed.
+// Purge removes terminal groups whose retention has passed by now, with
+// their timelines and markers, and returns how many it removed. A group
+// with an open marker stays (its expiry entry is dropped; resolving its
+// last marker puts one back).
 func (s *BoltStore) Purge(ctx context.Context, now time.Time) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
@@ -279,7 +298,7 @@ func (s *BoltStore) Purge(ctx context.Context, now time.Time) (int, error) {
 	nowMS := now.UnixMilli()
 	n := 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		exp, groups := tx.Bucket(boltExpiry), tx.Bucket(boltGroups)
+		exp := tx.Bucket(boltExpiry)
 		var keys [][]byte
 		c := exp.Cursor()
 		for k, _ := c.First(); k != nil && len(k) >= 8 && boltKeyTime(k) <= nowMS; k, _ = c.Next() {
@@ -289,11 +308,14 @@ func (s *BoltStore) Purge(ctx context.Context, now time.Time) (int, error) {
 			if err := exp.Delete(k); err != nil {
 				return err
 			}
-			if err := groups.Delete(k[8:]); err != nil {
+			removed, err := boltRemoveGroup(tx, string(k[8:]))
+			if err != nil {
 				return err
 			}
+			if removed {
+				n++
+			}
 		}
-		n = len(keys)
 		return nil
 	})
 	if err != nil {

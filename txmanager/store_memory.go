@@ -66,15 +66,21 @@ type MemoryStore struct {
 
 	mu sync.Mutex
 	// mu guards the following fields.
-	groups map[string]*Group // by id; never handed out
-	closed bool
+	groups   map[string]*Group          // by id; never handed out
+	events   map[string][]TimelineEvent // by group id
+	markers  map[string]*Marker         // by marker id; never handed out
+	byGroup  map[string][]string        // group id -> its marker ids
+	released map[string]int64           // group id -> when its last open marker was resolved
+	closed   bool
 }
 
 var _ Store = (*MemoryStore)(nil)
 
 // NewMemoryStore returns an empty in-memory store. For tests only.
 func NewMemoryStore(opt StoreOptions) *MemoryStore {
-	return &MemoryStore{retention: opt.retention(), groups: make(map[string]*Group)}
+	return &MemoryStore{retention: opt.retention(), groups: make(map[string]*Group),
+		events: make(map[string][]TimelineEvent), markers: make(map[string]*Marker),
+		byGroup: make(map[string][]string), released: make(map[string]int64)}
 }
 
 // Create records a copy of g.
@@ -91,6 +97,7 @@ func (s *MemoryStore) Create(ctx context.Context, g *Group) error {
 		return fmt.Errorf("%w: %s", ErrExists, g.ID)
 	}
 	s.groups[g.ID] = g.Clone()
+	s.events[g.ID] = []TimelineEvent{createdEvent(g)}
 	return nil
 }
 
@@ -126,7 +133,34 @@ func (s *MemoryStore) Apply(ctx context.Context, t Transition) (*Group, error) {
 		return nil, err
 	}
 	s.groups[t.Group] = after
+	s.events[t.Group] = appendEvent(s.events[t.Group], transitionEvent(t))
+	for _, m := range lostMarkers(t, after) {
+		if _, dup := s.markers[m.ID]; !dup {
+			s.markers[m.ID] = &m
+			s.byGroup[m.Group] = append(s.byGroup[m.Group], m.ID)
+		}
+	}
+	if !cur.State.Terminal() && after.State.Terminal() {
+		if m := s.markers[MarkerID(t.Group, phase2Suffix)]; m != nil && m.Open() {
+			r := stuckResolution(t.AtMS)
+			m.Resolution = &r
+		}
+		if s.openMarkersLocked(t.Group) == 0 {
+			s.released[t.Group] = t.AtMS
+		}
+	}
 	return after.Clone(), nil
+}
+
+// openMarkersLocked counts the open markers of group; s.mu must be held.
+func (s *MemoryStore) openMarkersLocked(group string) int {
+	n := 0
+	for _, id := range s.byGroup[group] {
+		if s.markers[id].Open() {
+			n++
+		}
+	}
+	return n
 }
 
 // Expired lists open (ACTIVE or PREPARING) groups whose deadline is at or
@@ -189,8 +223,14 @@ func (s *MemoryStore) Purge(ctx context.Context, now time.Time) (int, error) {
 	}
 	n := 0
 	for id, g := range s.groups {
-		if g.State.Terminal() && g.FinishedMS <= cutoff {
+		if g.State.Terminal() && max(g.FinishedMS, s.released[id]) <= cutoff && s.openMarkersLocked(id) == 0 {
 			delete(s.groups, id)
+			delete(s.events, id)
+			delete(s.released, id)
+			for _, mid := range s.byGroup[id] {
+				delete(s.markers, mid)
+			}
+			delete(s.byGroup, id)
 			n++
 		}
 	}
@@ -212,6 +252,6 @@ func (s *MemoryStore) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
-	s.groups = nil
+	s.groups, s.events, s.markers, s.byGroup, s.released = nil, nil, nil, nil, nil
 	return nil
 }

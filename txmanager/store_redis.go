@@ -2,6 +2,7 @@ package txmanager
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -20,13 +21,22 @@ import (
 // With the default prefix "lcn":
 //
 //	lcn:{<id>}:g     hash    the group's record (fields: see package redisscript)
+//	lcn:{<id>}:e     list    the group's timeline: JSON events, oldest first, the newest MaxEvents
+//	lcn:{<id>}:m     hash    the group's compensation markers: marker id -> JSON
 //	lcn:deadlines    zset    member <id>, score DeadlineMS: open (ACTIVE, PREPARING) groups (reaper)
 //	lcn:undone       zset    member <id>, score: time it entered: PREPARING and decided, non-terminal groups (retrier)
+//	lcn:created      zset    member <id>, score CreatedMS: every group (List, Count)
+//	lcn:markers:open     zset  member marker id, score its CreatedMS: open markers
+//	lcn:markers:resolved zset  member marker id, score its CreatedMS: resolved markers
 //
 // Every key that belongs to one group carries the hash tag {<id>}, so each
 // transition script touches a single slot and the layout works on Redis
-// Cluster. A terminal group's record gets a TTL of the retention period
-// (PEXPIRE, from the moment it became terminal), so Purge has nothing to do.
+// Cluster. A terminal group's keys get a TTL of the retention period
+// (PEXPIRE, from the moment it became terminal), so Purge has nothing to do
+// but clean the created index; a group with an open compensation marker
+// (the record's field mo counts them) gets no TTL until its last marker is
+// resolved, and then the retention from that moment. The timeline and the
+// markers are written by the same script as the record.
 //
 // The record is a hash of raw strings, one field per mutable value, so a
 // script reads it with one HGETALL, writes only what changed with one HSET,
@@ -43,7 +53,7 @@ import (
 //
 // # The indexes
 //
-// The two zsets are not in the group's slot, so on Cluster no script can
+// The zsets are not in the group's slot, so on Cluster no script can
 // change them atomically with the record. Instead the steps are ordered so
 // that a crash (or a lost connection) after any prefix of them leaves only
 // stale index entries, never a missing one, and the readers clean up stale
@@ -53,13 +63,25 @@ import (
 //
 //	(A) an open group (ACTIVE or PREPARING) is in deadlines or in undone
 //	    (or both);
-//	(B) a PREPARING group, and a decided, non-terminal one, is in undone.
+//	(B) a PREPARING group, and a decided, non-terminal one, is in undone;
+//	(C) every group is in created;
+//	(D) an open marker is in markers:open; a resolved one is in
+//	    markers:resolved or markers:open.
 //
-// Create: ZADD deadlines, then the create script (write unless the key
-// exists). The group exists only after it is indexed (A). A crash in between
-// leaves an entry without a group; Expired drops such entries once their
-// deadline is createGrace old (a Create still between its two steps must not
-// lose its entry).
+// Create: ZADD deadlines and created, then the create script (write unless
+// the key exists). The group exists only after it is indexed (A, C). A
+// crash in between leaves entries without a group; Expired and List drop
+// such entries once they are createGrace old (a Create still between its
+// steps must not lose its entry), and so does Purge, which also drops the
+// created entries of groups whose record expired.
+//
+// Markers: a branch-done to LOST is preceded by ZADD markers:open of the
+// marker it may create, and AddMarker by ZADD markers:open (D); a stale
+// entry (no marker) is dropped by Markers once createGrace old. A
+// resolution (Resolve, or the script that finishes a group resolving its
+// phase2_stuck marker) is followed by ZADD markers:resolved and ZREM
+// markers:open; Markers moves a resolved marker it meets in markers:open,
+// and drops entries whose marker expired with its group.
 //
 // Decide: ZADD undone, then the decide script, then ZREM deadlines (not for
 // a decide to PREPARING: that group stays open, under its deadline). The group
@@ -95,12 +117,15 @@ const createGrace = time.Minute
 // one Redis (or Redis Cluster): see the layout above. It needs Redis 6.2 or
 // later. Safe for concurrent use.
 type RedisStore struct {
-	c           redis.UniversalClient
-	prefix      string
-	deadlines   string // key of the deadline zset
-	undone      string // key of the phase-2 zset
-	retentionMS int64
-	ordered     bool // c runs a pipeline's commands in order on one server
+	c            redis.UniversalClient
+	prefix       string
+	deadlines    string // key of the deadline zset
+	undone       string // key of the phase-2 zset
+	created      string // key of the created-time zset
+	openMarks    string // key of the open markers zset
+	resolvedMark string // key of the resolved markers zset
+	retentionMS  int64
+	ordered      bool // c runs a pipeline's commands in order on one server
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -112,6 +137,8 @@ var (
 	redisDecide     = newRedisScript(redisscript.Decide)
 	redisBranchDone = newRedisScript(redisscript.BranchDone)
 	redisCreate     = redis.NewScript(redisscript.Create)
+	redisAddMarker  = newRedisScript(redisscript.AddMarker)
+	redisResolve    = newRedisScript(redisscript.Resolve)
 )
 
 func newRedisScript(name string) *redis.Script {
@@ -146,18 +173,28 @@ func NewRedisStore(client redis.UniversalClient, prefix string, opt StoreOptions
 	}
 	_, ordered := client.(*redis.Client)
 	return &RedisStore{
-		c:           client,
-		prefix:      prefix,
-		deadlines:   prefix + ":deadlines",
-		undone:      prefix + ":undone",
-		retentionMS: max(opt.retention().Milliseconds(), 1),
-		ordered:     ordered,
+		c:            client,
+		prefix:       prefix,
+		deadlines:    prefix + ":deadlines",
+		undone:       prefix + ":undone",
+		created:      prefix + ":created",
+		openMarks:    prefix + ":markers:open",
+		resolvedMark: prefix + ":markers:resolved",
+		retentionMS:  max(opt.retention().Milliseconds(), 1),
+		ordered:      ordered,
 	}
 }
 
 // groupKey is the key of group id's record.
 func (s *RedisStore) groupKey(id string) string {
 	return s.prefix + ":{" + id + "}:g"
+}
+
+// groupKeys are the keys of group id: record, timeline, markers (the KEYS
+// of the transition scripts).
+func (s *RedisStore) groupKeys(id string) []string {
+	tag := s.prefix + ":{" + id + "}:"
+	return []string{tag + "g", tag + "e", tag + "m"}
 }
 
 // appendPacked appends one part of a packed field: <len>:<bytes>.
@@ -281,6 +318,7 @@ func (d *recordDecoder) field(name, v string) error {
 	case name == "a":
 		g.Attention = v
 	case name == "n": // read by start
+	case name == "mo": // open markers: operator data, not part of the Group
 	case name == "":
 		return errors.New("corrupt record: unnamed field")
 	case name[0] == 'K':
@@ -323,14 +361,13 @@ func parseOptInt(v string) (int64, error) {
 	return strconv.ParseInt(v, 10, 64)
 }
 
-// Create records g: ZADD deadlines, then the create script (see the
-// ordering above). One round trip on a *redis.Client.
+// Create records g: ZADD deadlines and created, then the create script
+// (see the ordering above). One round trip on a *redis.Client.
 func (s *RedisStore) Create(ctx context.Context, g *Group) error {
 	if err := checkCreate(g); err != nil {
 		return err
 	}
-	key := s.groupKey(g.ID)
-	args := make([]any, 0, 12+8*len(g.Branches))
+	args := make([]any, 0, 13+8*len(g.Branches))
 	args = append(args, "h", packHeader(g), "dl", g.DeadlineMS, "s", uint8(g.State), "n", len(g.Branches))
 	if g.DecidedMS != 0 {
 		args = append(args, "dm", g.DecidedMS)
@@ -348,25 +385,34 @@ func (s *RedisStore) Create(ctx context.Context, g *Group) error {
 		b, n := &g.Branches[i], strconv.Itoa(i+1)
 		args = append(args, "K"+b.ID, n, "B"+n, packBranch(b), "S"+n, uint8(b.State), "R"+n, b.Reason)
 	}
-	keys := []string{key}
+	ev, err := json.Marshal(createdEvent(g))
+	if err != nil {
+		return fmt.Errorf("txmanager: redis create %s: %w", g.ID, err)
+	}
+	args = append(args, ev)
+	keys := s.groupKeys(g.ID)[:2]
 	// LT: a Create that collides with an existing id must not postpone that
 	// group's reaping; Expired re-scores an entry that is too early.
 	dl := redis.Z{Score: float64(g.DeadlineMS), Member: g.ID}
+	cr := redis.Z{Score: float64(g.CreatedMS), Member: g.ID}
 	var res any
-	var err error
 	if s.ordered {
-		res, err = s.pipelined(ctx, func(p redis.Pipeliner, eval bool) (redis.Cmder, *redis.Cmd) {
+		res, err = s.pipelined(ctx, func(p redis.Pipeliner, eval bool) ([]redis.Cmder, *redis.Cmd) {
 			zadd := p.ZAddLT(ctx, s.deadlines, dl)
-			return zadd, runScript(ctx, p, redisCreate, eval, keys, args)
+			zcr := p.ZAddNX(ctx, s.created, cr)
+			return []redis.Cmder{zadd, zcr}, runScript(ctx, p, redisCreate, eval, keys, args)
 		})
 		if n, _ := res.(int64); n == 1 && errors.As(err, new(indexError)) {
 			// Created but not indexed: take it back (best effort; on one
 			// server a failed ZADD means the script's write failed too).
-			s.c.Del(context.WithoutCancel(ctx), key)
+			s.c.Del(context.WithoutCancel(ctx), keys...)
 		}
 	} else {
 		if err = s.c.ZAddLT(ctx, s.deadlines, dl).Err(); err != nil {
 			return fmt.Errorf("txmanager: redis create %s: index deadline: %w", g.ID, err)
+		}
+		if err = s.c.ZAddNX(ctx, s.created, cr).Err(); err != nil {
+			return fmt.Errorf("txmanager: redis create %s: index creation: %w", g.ID, err)
 		}
 		res, err = redisCreate.Run(ctx, s.c, keys, args...).Result()
 	}
@@ -385,13 +431,13 @@ type indexError struct{ err error }
 func (e indexError) Error() string { return "index: " + e.err.Error() }
 func (e indexError) Unwrap() error { return e.err }
 
-// pipelined sends one pipeline built by build: an index command, then a
+// pipelined sends one pipeline built by build: index commands, then a
 // script (run with EVAL when eval is set), then possibly more. A single
 // server runs them in that order. If the server has lost the script, the
 // pipeline is sent again with EVAL, so its other commands must be
-// idempotent. It returns the script's reply; if the index command failed,
+// idempotent. It returns the script's reply; if an index command failed,
 // the error is an indexError and the reply is still returned.
-func (s *RedisStore) pipelined(ctx context.Context, build func(p redis.Pipeliner, eval bool) (index redis.Cmder, script *redis.Cmd)) (any, error) {
+func (s *RedisStore) pipelined(ctx context.Context, build func(p redis.Pipeliner, eval bool) (index []redis.Cmder, script *redis.Cmd)) (any, error) {
 	for _, eval := range []bool{false, true} {
 		pipe := s.c.Pipeline()
 		index, cmd := build(pipe, eval)
@@ -400,8 +446,10 @@ func (s *RedisStore) pipelined(ctx context.Context, build func(p redis.Pipeliner
 			continue
 		}
 		res, err := cmd.Result()
-		if ierr := index.Err(); ierr != nil {
-			return res, indexError{ierr}
+		for _, ix := range index {
+			if ierr := ix.Err(); ierr != nil {
+				return res, indexError{ierr}
+			}
 		}
 		return res, err
 	}
@@ -425,18 +473,7 @@ func (s *RedisStore) Get(ctx context.Context, id string) (*Group, error) {
 	if len(f) == 0 {
 		return nil, errGroupNotFound(id)
 	}
-	var d recordDecoder
-	err = d.start(f["n"])
-	for name, v := range f {
-		if err != nil {
-			break
-		}
-		err = d.field(name, v)
-	}
-	var g *Group
-	if err == nil {
-		g, err = d.finish()
-	}
+	g, err := decodeRecord(f)
 	if err != nil {
 		return nil, fmt.Errorf("txmanager: redis get %s: %w", id, err)
 	}
@@ -453,7 +490,11 @@ func (s *RedisStore) Get(ctx context.Context, id string) (*Group, error) {
 // ErrConflict, so a caller must re-read the group on ErrConflict.
 func (s *RedisStore) Apply(ctx context.Context, t Transition) (*Group, error) {
 	t.MustBeWellFormed()
-	keys := []string{s.groupKey(t.Group)}
+	keys := s.groupKeys(t.Group)
+	ev, err := json.Marshal(transitionEvent(t))
+	if err != nil {
+		return nil, fmt.Errorf("txmanager: redis %s %s: %w", t.Kind, t.Group, err)
+	}
 	var script *redis.Script
 	var args []any
 	switch t.Kind {
@@ -461,30 +502,41 @@ func (s *RedisStore) Apply(ctx context.Context, t Transition) (*Group, error) {
 		b := &t.Branch
 		script, args = redisJoin, []any{s.retentionMS, t.AtMS, b.Reason, b.ID, 0, packBranch(b)}
 	case TransVote:
-		script, args = redisVote, []any{s.retentionMS, t.AtMS, t.Reason, t.BranchID, uint8(t.BranchTo)}
+		script, args = redisVote, []any{s.retentionMS, t.AtMS, t.Reason, t.BranchID, uint8(t.BranchTo), ""}
 	case TransDecide:
-		script, args = redisDecide, []any{s.retentionMS, t.AtMS, t.Reason, "", uint8(t.GroupTo)}
+		script, args = redisDecide, []any{s.retentionMS, t.AtMS, t.Reason, "", uint8(t.GroupTo), ""}
 	case TransBranchDone:
-		script, args = redisBranchDone, []any{s.retentionMS, t.AtMS, t.Reason, t.BranchID, uint8(t.BranchTo)}
+		script, args = redisBranchDone, []any{s.retentionMS, t.AtMS, t.Reason, t.BranchID, uint8(t.BranchTo), ""}
 	}
+	args = append(args, ev, MaxEvents)
 
 	var res any
-	var err error
+	lost := t.Kind == TransBranchDone && t.BranchTo == BranchLost
+	// The marker a LOST branch gets is indexed first (invariant D).
+	openMark := redis.Z{Score: float64(t.AtMS), Member: MarkerID(t.Group, t.BranchID)}
 	switch {
-	case t.Kind != TransDecide:
-		res, err = script.Run(ctx, s.c, keys, args...).Result()
-	case s.ordered:
+	case t.Kind == TransDecide && s.ordered:
 		res, err = s.decidePipelined(ctx, t, keys, args)
-	default:
+	case t.Kind == TransDecide:
 		if err = s.c.ZAdd(ctx, s.undone, redis.Z{Score: float64(t.AtMS), Member: t.Group}).Err(); err == nil {
 			res, err = script.Run(ctx, s.c, keys, args...).Result()
 		}
+	case lost && s.ordered:
+		res, err = s.pipelined(ctx, func(p redis.Pipeliner, eval bool) ([]redis.Cmder, *redis.Cmd) {
+			return []redis.Cmder{p.ZAddNX(ctx, s.openMarks, openMark)}, runScript(ctx, p, script, eval, keys, args)
+		})
+	case lost:
+		if err = s.c.ZAddNX(ctx, s.openMarks, openMark).Err(); err == nil {
+			res, err = script.Run(ctx, s.c, keys, args...).Result()
+		}
+	default:
+		res, err = script.Run(ctx, s.c, keys, args...).Result()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("txmanager: redis %s %s: %w", t.Kind, t.Group, err)
 	}
 
-	g, deadline, err := scriptReply(t, res)
+	g, deadline, stuckMS, err := scriptReply(t, res)
 	// Index clean-up, on a context that outlives a cancelled caller. Its
 	// errors are not returned: the transition is durable, and a stale entry
 	// is harmless (see the ordering above).
@@ -496,17 +548,22 @@ func (s *RedisStore) Apply(ctx context.Context, t Transition) (*Group, error) {
 		}
 		return nil, err
 	}
-	switch {
-	case t.Kind == TransDecide && !s.ordered && g.State.Decided():
-		bg := context.WithoutCancel(ctx)
-		pipe := s.c.Pipeline() // independent commands: order does not matter
+	bg := context.WithoutCancel(ctx)
+	pipe := s.c.Pipeline() // independent commands: order does not matter
+	if t.Kind == TransDecide && !s.ordered && g.State.Decided() {
 		pipe.ZRem(bg, s.deadlines, t.Group)
-		if g.State.Terminal() {
-			pipe.ZRem(bg, s.undone, t.Group)
-		}
+	}
+	if g.State.Terminal() {
+		pipe.ZRem(bg, s.undone, t.Group)
+	}
+	if stuckMS != 0 {
+		// The script resolved the group's phase2_stuck marker (D).
+		id := MarkerID(t.Group, phase2Suffix)
+		pipe.ZAdd(bg, s.resolvedMark, redis.Z{Score: float64(stuckMS), Member: id})
+		pipe.ZRem(bg, s.openMarks, id)
+	}
+	if pipe.Len() > 0 {
 		_, _ = pipe.Exec(bg)
-	case g.State.Terminal():
-		s.c.ZRem(context.WithoutCancel(ctx), s.undone, t.Group)
 	}
 	return g, nil
 }
@@ -517,47 +574,58 @@ func (s *RedisStore) Apply(ctx context.Context, t Transition) (*Group, error) {
 // then the script's write failed too.
 func (s *RedisStore) decidePipelined(ctx context.Context, t Transition, keys []string, args []any) (any, error) {
 	undone := redis.Z{Score: float64(t.AtMS), Member: t.Group}
-	return s.pipelined(ctx, func(p redis.Pipeliner, eval bool) (redis.Cmder, *redis.Cmd) {
+	return s.pipelined(ctx, func(p redis.Pipeliner, eval bool) ([]redis.Cmder, *redis.Cmd) {
 		zadd := p.ZAdd(ctx, s.undone, undone)
 		cmd := runScript(ctx, p, redisDecide, eval, keys, args)
 		if t.GroupTo != GroupPreparing { // a PREPARING group keeps its deadline
 			p.ZRem(ctx, s.deadlines, t.Group)
 		}
-		return zadd, cmd
+		return []redis.Cmder{zadd}, cmd
 	})
 }
 
 // scriptReply converts a transition script's reply (see package
 // redisscript) into the group after the transition or the refusal as
 // ApplyTransition reports it. deadline is the group's DeadlineMS on a
-// conflict.
-func scriptReply(t Transition, res any) (g *Group, deadline int64, err error) {
+// conflict; stuckMS, when not 0, is the creation time of the group's
+// phase2_stuck marker, which the script resolved.
+func scriptReply(t Transition, res any) (g *Group, deadline, stuckMS int64, err error) {
 	if v, ok := res.([]any); ok && len(v) > 0 {
 		code, _ := v[0].(string)
 		switch {
-		case code == "OK" && len(v) == 2:
+		case code == "OK" && (len(v) == 2 || len(v) == 3):
 			f, _ := v[1].([]any)
 			g, err := decodeReply(f)
 			if err != nil {
-				return nil, 0, fmt.Errorf("txmanager: redis %s %s: %w", t.Kind, t.Group, err)
+				return nil, 0, 0, fmt.Errorf("txmanager: redis %s %s: %w", t.Kind, t.Group, err)
 			}
-			return g, 0, nil
+			if len(v) == 3 {
+				ms, _ := v[2].(string)
+				stuckMS, _ = strconv.ParseInt(ms, 10, 64)
+			}
+			return g, 0, stuckMS, nil
 		case code == "C" && len(v) == 4:
-			state, _ := v[1].(int64)
-			detail, _ := v[2].(string)
 			dl, _ := v[3].(string)
 			deadline, _ := strconv.ParseInt(dl, 10, 64)
-			return nil, deadline, &ConflictError{Group: GroupState(state), Detail: detail}
+			return nil, deadline, 0, conflictReply(v)
 		case code == "G":
-			return nil, 0, errGroupNotFound(t.Group)
+			return nil, 0, 0, errGroupNotFound(t.Group)
 		case code == "B":
-			return nil, 0, fmt.Errorf("%w: branch %s in group %s", ErrNotFound, t.BranchID, t.Group)
+			return nil, 0, 0, fmt.Errorf("%w: branch %s in group %s", ErrNotFound, t.BranchID, t.Group)
 		case code == "P" && len(v) == 2:
 			msg, _ := v[1].(string)
 			panic(msg)
 		}
 	}
-	return nil, 0, fmt.Errorf("txmanager: redis %s %s: unexpected script reply %v", t.Kind, t.Group, res)
+	return nil, 0, 0, fmt.Errorf("txmanager: redis %s %s: unexpected script reply %v", t.Kind, t.Group, res)
+}
+
+// conflictReply converts a script's {"C", state, detail, deadline_ms}
+// refusal.
+func conflictReply(v []any) *ConflictError {
+	state, _ := v[1].(int64)
+	detail, _ := v[2].(string)
+	return &ConflictError{Group: GroupState(state), Detail: detail}
 }
 
 // decodeReply decodes a script's field/value list.
@@ -746,11 +814,6 @@ func (s *RedisStore) Undone(ctx context.Context, limit int) ([]string, error) {
 		}
 	}
 	return ids, nil
-}
-
-// Purge does nothing: Redis removes a terminal group when its TTL runs out.
-func (s *RedisStore) Purge(ctx context.Context, now time.Time) (int, error) {
-	return 0, nil
 }
 
 // Ping sends PING.

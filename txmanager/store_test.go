@@ -590,6 +590,8 @@ func testStore(t *testing.T, newStore func(t *testing.T) Store) {
 		}
 		expectIDs(t, "Expired")(s.Expired(ctx, time.UnixMilli(t0+1e9), 100))
 	})
+
+	testOps(t, newStore)
 }
 
 // testPurge checks Purge of a store that implements it (Memory, Bolt).
@@ -617,11 +619,40 @@ func testPurge(t *testing.T, s Store, retention time.Duration) {
 		t.Errorf("purged group: Get: %v", err)
 	}
 	mustGet(t, s, "p2")
-	if n, err := p.Purge(ctx, due.Add(time.Hour*24*365)); err != nil || n != 1 {
+	// p2 has a LOST branch: its open marker keeps it, however late.
+	later := due.Add(time.Hour * 24 * 365)
+	if n, err := p.Purge(ctx, later); err != nil || n != 0 {
+		t.Fatalf("Purge of a group with an open marker = %d, %v; want 0", n, err)
+	}
+	mustGet(t, s, "p2")
+	if _, err := s.Resolve(ctx, MarkerID("p2", "b"), Resolution{By: "ops", AtMS: later.UnixMilli(), Reason: "fixed by hand"}); err != nil {
+		t.Fatalf("Resolve: %v", err)
+	}
+	// Resolved: kept for the retention from the resolution, then gone with
+	// its timeline and markers.
+	if n, err := p.Purge(ctx, later.Add(retention-time.Millisecond)); err != nil || n != 0 {
+		t.Fatalf("Purge before the retention after the resolution = %d, %v; want 0", n, err)
+	}
+	if n, err := p.Purge(ctx, later.Add(retention)); err != nil || n != 1 {
 		t.Fatalf("Purge of the rest = %d, %v; want 1 (p2; p3 is ACTIVE)", n, err)
 	}
-	if n, err := p.Purge(ctx, due.Add(time.Hour*24*365)); err != nil || n != 0 {
+	if n, err := p.Purge(ctx, later.Add(retention)); err != nil || n != 0 {
 		t.Fatalf("second Purge = %d, %v; want 0", n, err)
+	}
+	if _, err := s.Get(ctx, "p2"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("purged group: Get: %v", err)
+	}
+	if _, err := s.Events(ctx, "p2"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("purged group: Events: %v", err)
+	}
+	if _, err := s.Marker(ctx, MarkerID("p2", "b")); !errors.Is(err, ErrNotFound) {
+		t.Errorf("purged group: Marker: %v", err)
+	}
+	if ms, err := s.GroupMarkers(ctx, "p2"); err != nil || len(ms) != 0 {
+		t.Errorf("purged group: GroupMarkers = %v, %v", ms, err)
+	}
+	if page, err := s.List(ctx, ListQuery{}); err != nil || len(page.Groups) != 1 || page.Groups[0].Group.ID != "p3" {
+		t.Errorf("List after Purge = %+v, %v; want p3 only", page, err)
 	}
 	mustGet(t, s, "p3")
 	expectIDs(t, "Expired", "p3")(s.Expired(ctx, time.UnixMilli(t0+1e9), 10))
@@ -711,8 +742,18 @@ func TestBoltStore(t *testing.T) {
 		}
 		expectIDs(t, "Expired", "a")(s2.Expired(ctx, time.UnixMilli(t0+1e9), 10))
 		expectIDs(t, "Undone", "b")(s2.Undone(ctx, 10))
-		if n, err := s2.Purge(ctx, time.UnixMilli(t0+1).Add(time.Hour)); err != nil || n != 1 {
-			t.Errorf("Purge after reopen = %d, %v; want 1", n, err)
+		// c's LOST branch has its marker, which holds c.
+		if n, err := s2.Purge(ctx, time.UnixMilli(t0+1).Add(time.Hour)); err != nil || n != 0 {
+			t.Errorf("Purge after reopen = %d, %v; want 0", n, err)
+		}
+		if _, err := s2.Resolve(ctx, MarkerID("c", "x"), Resolution{By: "ops", AtMS: t0 + 2, Reason: "checked"}); err != nil {
+			t.Fatalf("Resolve after reopen: %v", err)
+		}
+		if n, err := s2.Purge(ctx, time.UnixMilli(t0+2).Add(time.Hour)); err != nil || n != 1 {
+			t.Errorf("Purge after resolution = %d, %v; want 1", n, err)
+		}
+		if ev, err := s2.Events(ctx, "a"); err != nil || len(ev) != 2 {
+			t.Errorf("timeline of a after reopen: %v, %v", ev, err)
 		}
 	})
 
@@ -886,7 +927,7 @@ func TestRedisStoreKeySlots(t *testing.T) {
 	var groupKeys int
 	for _, k := range keys {
 		switch {
-		case k == s.deadlines || k == s.undone:
+		case k == s.deadlines || k == s.undone || k == s.created || k == s.openMarks || k == s.resolvedMark:
 		case strings.Contains(k, "{"+id+"}"):
 			groupKeys++
 			if got, want := keySlot(k), keySlot(id); got != want {

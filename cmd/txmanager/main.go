@@ -1,8 +1,9 @@
 // Command txmanager runs the golcn TxManager.
 //
-// It listens on :8070 (websocket for clients at /v1/ws, group lookup at
-// /v1/groups/{id}, /healthz and /readyz) and keeps its state in an embedded
-// file store under ./lcn-data. Every setting comes from defaults, a YAML
+// It listens on :8070 (websocket for clients at /v1/ws, the REST API under
+// /v1 described in docs/openapi.yaml, /healthz, /readyz and /metrics, and
+// with admin_ui.enabled the admin page at /admin/) and keeps its state in
+// an embedded file store under ./lcn-data. Every setting comes from defaults, a YAML
 // file (--config or LCN_CONFIG), LCN_* environment variables and flags, in
 // increasing priority; see docs/configuration.md or `txmanager --help`. A
 // bad setting stops it with a message naming the key.
@@ -27,9 +28,17 @@
 // settings replace the running ones; a configuration that does not load is
 // logged and the old credentials stay. Other settings change at restart.
 //
-// SIGINT or SIGTERM shuts it down: it stops accepting connections, closes
-// client sessions (clients reconnect to another TxManager or to this one
-// when it is back) and closes the store.
+// The admin page (admin_ui.enabled) needs admin_ui.secret_sha256, the
+// SHA-256 of its login secret made with hash-token; the TxManager refuses
+// to start with the page enabled and no hash, or the hash of a known
+// default secret.
+//
+// SIGINT or SIGTERM shuts it down after a drain: it refuses new groups
+// (REST 503, websocket "unavailable") and answers /readyz with 503, waits
+// up to drain_timeout for requests in progress and queued pushes, then
+// stops accepting connections, closes client sessions with a normal close
+// frame (clients reconnect to another TxManager, or to this one when it is
+// back), closes the store and exits 0.
 package main
 
 import (
@@ -53,6 +62,7 @@ import (
 
 	"github.com/golcn/golcn/config"
 	"github.com/golcn/golcn/txmanager"
+	"github.com/golcn/golcn/txmanager/adminui"
 )
 
 func main() {
@@ -131,7 +141,15 @@ func run(ctx context.Context, args, environ []string, logOut io.Writer, reload <
 	}
 	defer store.Close()
 
-	srv, err := txmanager.New(cfg.Core, store)
+	var opts []txmanager.Option
+	if cfg.AdminUI.Enabled {
+		ui, err := adminui.New(adminui.Config{Enabled: true, SecretSHA256: cfg.AdminUI.SecretSHA256, SessionTTL: cfg.AdminUI.SessionTTL}, log)
+		if err != nil {
+			return fmt.Errorf("admin page: %w", err)
+		}
+		opts = append(opts, txmanager.WithAdminUI(ui))
+	}
+	srv, err := txmanager.New(cfg.Core, store, opts...)
 	if err != nil {
 		return err
 	}
@@ -150,10 +168,12 @@ func run(ctx context.Context, args, environ []string, logOut io.Writer, reload <
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 
+	// The server's loops get their own context: they go on pushing
+	// decisions during the drain, until Close.
 	errc := make(chan error, 2)
-	go func() { errc <- srv.Run(ctx) }()
+	go func() { errc <- srv.Run(context.WithoutCancel(ctx)) }()
 	go func() { errc <- httpSrv.Serve(ln) }()
-	log.Info("txmanager listening", "addr", ln.Addr().String(), "scheme", scheme, "store", cfg.Store)
+	log.Info("txmanager listening", "addr", ln.Addr().String(), "scheme", scheme, "store", cfg.Store, "admin_ui", cfg.AdminUI.Enabled)
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
@@ -163,7 +183,12 @@ loop:
 	for {
 		select {
 		case <-ctx.Done():
-			log.Info("shutting down")
+			log.Info("shutting down: draining", "timeout", cfg.DrainTimeout)
+			drainCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+			if err := srv.Drain(drainCtx); err != nil {
+				log.Warn("drain incomplete: closing anyway", "err", err)
+			}
+			cancel()
 			break loop
 		case <-reload:
 			reloadAuth(srv, args, environ, log)
@@ -182,6 +207,7 @@ loop:
 	for ; pending > 0; pending-- {
 		<-errc // wait for both goroutines: nothing outlives run
 	}
+	log.Info("stopped")
 	return nil
 }
 

@@ -65,12 +65,53 @@ end
 -- branch returns branch i's fixed fields: {id, service, instance, datasource, mode}.
 local function branch(r, i) return unpack_fields(get(r, 'B' .. i) or '') end
 
--- save writes the changed fields; a terminal group (state gs) gets its
--- retention as TTL. Returns the success reply.
+-- save writes the changed fields and the operator data that goes with
+-- them, in the group's other keys (same hash tag): KEYS[2] the timeline (a
+-- list of JSON events; ARGV[7] this transition's event, ARGV[8] how many
+-- events are kept), KEYS[3] the markers (hash: marker id -> JSON; the
+-- record's field mo counts the open ones). A branch this transition made
+-- LOST gets its branch_lost marker. A group that became terminal (state
+-- gs) has its open phase2_stuck marker resolved and, with no open marker
+-- left, its keys get the retention as TTL. Returns the success reply:
+-- {'OK', fields} or, when it resolved the phase2_stuck marker,
+-- {'OK', fields, that marker's created_ms}.
 local function save(key, r, retention, gs)
   redis.call('HSET', key, unpack(r.w))
-  if terminal(gs) then redis.call('PEXPIRE', key, retention) end
-  return {'OK', r.f}
+  local ev, mk = KEYS[2], KEYS[3]
+  redis.call('RPUSH', ev, ARGV[7])
+  redis.call('LTRIM', ev, -tonumber(ARGV[8]), -1)
+  local gid = unpack_fields(get(r, 'h') or '')[1] or ''
+  local lost = tostring(B_LOST)
+  for j = 1, #r.w, 2 do
+    local name = r.w[j]
+    if string.sub(name, 1, 1) == 'S' and r.w[j + 1] == lost then
+      local b = branch(r, string.sub(name, 2))
+      local id = gid .. '.' .. (b[1] or '')
+      local m = {id = id, kind = 'branch_lost', group = gid, branch = b[1], service = b[2], instance = b[3],
+        detail = ARGV[3], created_ms = ARGV[2]}
+      if redis.call('HSETNX', mk, id, cjson.encode(m)) == 1 then redis.call('HINCRBY', key, 'mo', 1) end
+    end
+  end
+  local reply = {'OK', r.f}
+  if terminal(gs) then
+    local sid = gid .. '.phase2'
+    local raw = redis.call('HGET', mk, sid)
+    if raw then
+      local m = cjson.decode(raw)
+      if not m.resolution then
+        m.resolution = {by = 'txmanager', at_ms = ARGV[2], reason = 'phase 2 finished'}
+        redis.call('HSET', mk, sid, cjson.encode(m))
+        redis.call('HINCRBY', key, 'mo', -1)
+        reply[3] = m.created_ms
+      end
+    end
+    if (tonumber(redis.call('HGET', key, 'mo')) or 0) <= 0 then
+      redis.call('PEXPIRE', key, retention)
+      redis.call('PEXPIRE', ev, retention)
+      redis.call('PEXPIRE', mk, retention)
+    end
+  end
+  return reply
 end
 
 local function conflict(r, gs, detail)

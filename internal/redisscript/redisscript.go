@@ -29,6 +29,13 @@
 //	B<i>   packed id, service, instance, datasource, mode of branch i
 //	S<i>   branch i's state number
 //	R<i>   branch i's reason
+//	mo     number of open compensation markers (absent: 0)
+//
+// The group's other keys share its hash tag: its timeline, a list of JSON
+// events (newest last, trimmed to a bound), and its compensation markers,
+// a hash from marker id to JSON. A terminal group's keys get the retention
+// as TTL together, unless the group has an open marker; resolving the last
+// one sets it then.
 //
 // A script reads the record with one HGETALL and writes the fields it
 // changed with one HSET; its success reply is the whole field list after the
@@ -38,18 +45,23 @@
 //
 // # Arguments
 //
-// The four transition scripts take one ARGV layout:
+// The four transition scripts take KEYS[1] the record, KEYS[2] the
+// timeline, KEYS[3] the markers, and one ARGV layout:
 //
 //	ARGV[1] retention of a terminal group, in milliseconds (PEXPIRE)
 //	ARGV[2] the transition's time, unix ms, decimal
 //	ARGV[3] reason (join: the new branch's)
 //	ARGV[4] branch id (join, vote, branch-done)
 //	ARGV[5] target state number (vote, branch-done: branch; decide: group)
-//	ARGV[6] join: the new branch's packed B field
+//	ARGV[6] join: the new branch's packed B field (others: empty)
+//	ARGV[7] the transition's timeline event, JSON
+//	ARGV[8] how many timeline events are kept
 //
 // # Replies
 //
 //	{"OK", {field, value, …}}           success: the record after the transition
+//	{"OK", {field, value, …}, created}   success, and the group's phase2_stuck
+//	                                    marker (created at created, unix ms) was resolved
 //	{"C", state, detail, deadline_ms}   refused by the group's state
 //	{"G"}                               no such group
 //	{"B"}                               no such branch in the group
@@ -69,11 +81,16 @@ var (
 	decide string
 	//go:embed branch_done.lua
 	branchDone string
+	//go:embed add_marker.lua
+	addMarker string
+	//go:embed resolve.lua
+	resolve string
 )
 
-// Create writes a new record: KEYS[1] the record's key, ARGV field, value,
-// … pairs. It replies 1 if it created the record, 0 if the key exists. It
-// needs no prelude.
+// Create writes a new record: KEYS[1] the record's key, KEYS[2] its
+// timeline's, ARGV field, value, … pairs and then the "created" event. It
+// replies 1 if it created the record, 0 if the key exists. It needs no
+// prelude.
 //
 //go:embed create.lua
 var Create string
@@ -84,6 +101,10 @@ const (
 	Vote       = "vote"
 	Decide     = "decide"
 	BranchDone = "branch-done"
+	// AddMarker and Resolve are the compensation marker scripts (see
+	// add_marker.lua and resolve.lua for their keys and arguments).
+	AddMarker = "add-marker"
+	Resolve   = "resolve"
 )
 
 // Source returns the complete source of the named transition script:
@@ -100,6 +121,10 @@ func Source(prelude, name string) string {
 		body = decide
 	case BranchDone:
 		body = branchDone
+	case AddMarker:
+		body = addMarker
+	case Resolve:
+		body = resolve
 	default:
 		panic("redisscript: unknown script " + name)
 	}
