@@ -35,8 +35,8 @@ type registry struct {
 	mu     sync.Mutex // guards held, joined, recent, order
 	held   map[branchKey]*heldBranch
 	joined map[branchKey]joinedBranch // joined, not held yet
-	recent map[branchKey]string    // outcome already applied (wire.Outcome*)
-	order  []branchKey             // FIFO of recent keys, for eviction
+	recent map[branchKey]string       // outcome already applied (wire.Outcome*)
+	order  []branchKey                // FIFO of recent keys, for eviction
 }
 
 // joinedBranch is a branch joined and not held yet.
