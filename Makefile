@@ -3,7 +3,7 @@ GO ?= go
 GOFLAGS ?=
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build demo test fuzz vet fmt-check tidy-check txmanager lcnctl ui-test clean
+.PHONY: all build demo test fuzz vet fmt-check tidy-check txmanager lcnctl ui-test bench chaos chaos-ci clean
 
 all: build
 
@@ -56,6 +56,19 @@ lcnctl:
 LCN_UI_ARTIFACTS ?= $(CURDIR)/ui-artifacts
 ui-test:
 	LCN_UI_ARTIFACTS=$(LCN_UI_ARTIFACTS) $(GO) test -race -count=1 -v ./txmanager/adminui/... ./internal/uitest/...
+
+## bench: transfer benchmark (xa, lcn and the plain-local-transaction baseline)
+## on private MariaDB and Redis; BENCH_ARGS="--quick" for a few seconds
+bench:
+	$(GO) run ./cmd/lcnbench --json docs/performance.json --svg docs/performance.svg $(BENCH_ARGS)
+
+## chaos-ci: the fault suite's CI figures (build tag chaos); chaos: the nightly
+## figures (CHAOS_SCALE times more work). Seeds are printed; CHAOS_SEED replays one.
+CHAOS_SCALE ?= 10
+chaos-ci:
+	$(GO) test -race -count=1 -tags chaos -v -timeout 40m ./chaos/
+chaos:
+	CHAOS_SCALE=$(CHAOS_SCALE) $(GO) test -race -count=1 -tags chaos -v -timeout 0 ./chaos/
 
 clean:
 	rm -rf lcn-data ui-artifacts

@@ -334,7 +334,7 @@ func TestGuessedGroupIDsJoinNothing(t *testing.T) {
 // S13 "Idle/half-open": connections that stop answering pings are reaped
 // within two ping intervals of their last sign of life.
 func TestIdleConnectionsReaped(t *testing.T) {
-	const interval = 250 * time.Millisecond
+	const interval = time.Second // long enough that a loaded 2-core machine's scheduling delays stay small beside it
 	ss := newSecureServer(t, func(c *Config) { c.PingInterval = interval })
 	const n = 1000
 	lives := make([]time.Duration, n)
@@ -370,8 +370,8 @@ func TestIdleConnectionsReaped(t *testing.T) {
 	wg.Wait()
 	worst := slices.Max(lives)
 	t.Logf("%d half-open sessions reaped, the slowest %s after its last message (ping interval %s)", n, worst.Round(time.Millisecond), interval)
-	if worst == 0 || worst > 2*interval+100*time.Millisecond {
-		t.Fatalf("slowest half-open session closed after %s, want within 2 x %s (+100ms scheduling)", worst, interval)
+	if worst == 0 || worst > 2*interval+250*time.Millisecond {
+		t.Fatalf("slowest half-open session closed after %s, want within 2 x %s (+250ms scheduling)", worst, interval)
 	}
 	if ss.srv.Sessions() != 0 {
 		t.Fatalf("%d sessions still registered", ss.srv.Sessions())

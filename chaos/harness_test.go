@@ -1,0 +1,646 @@
+//go:build chaos
+
+package chaos
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/golcn/golcn/internal/gid"
+	"github.com/golcn/golcn/internal/testenv"
+	"github.com/golcn/golcn/txmanager"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(RoleEnv) != "" {
+		os.Exit(RunNode()) // this process is a TxManager or a bank service of a scenario
+	}
+	testenv.Main(m)
+}
+
+// Knobs (RELIABILITY.md A.3 defaults).
+const (
+	groupTimeout  = 5 * time.Second
+	tRec          = 30 * time.Second
+	clientTimeout = 8 * time.Second
+	workers       = 8
+	visibilityB   = time.Second // I7 bound: phase 2 is asynchronous
+)
+
+var services = []string{"svc-a", "svc-b", "svc-c"}
+
+// scale is CHAOS_SCALE (default 1: the CI figures; 10: the nightly ones).
+func scale(t *testing.T) int {
+	t.Helper()
+	v := os.Getenv("CHAOS_SCALE")
+	if v == "" {
+		return 1
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("CHAOS_SCALE=%q: want a positive integer", v)
+	}
+	return n
+}
+
+// seed is CHAOS_SEED, or a fresh one; every run prints it.
+func seed(t *testing.T) uint64 {
+	t.Helper()
+	if v := os.Getenv("CHAOS_SEED"); v != "" {
+		s, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("CHAOS_SEED=%q: %v", v, err)
+		}
+		return s
+	}
+	return rand.Uint64()
+}
+
+// node is a child process (the test binary re-run with RoleEnv set) in its
+// own process group, restarted by its supervisor whenever it dies.
+type node struct {
+	name    string
+	addr    string
+	health  string
+	env     []string
+	logPath string
+	delay   time.Duration // restart delay after a death
+	armed   bool          // a failpoint may kill it at any time, even while starting
+
+	mu       sync.Mutex
+	pid      int
+	done     chan struct{} // closed when the current process exited
+	byHarnes bool          // the current process was killed by the nemesis
+}
+
+func (n *node) start(stop <-chan struct{}) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("start %s: %w", n.name, err)
+	}
+	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("start %s: %w", n.name, err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), n.env...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", n.name, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	n.mu.Lock()
+	n.pid, n.done, n.byHarnes = cmd.Process.Pid, done, false
+	n.mu.Unlock()
+	deadline := time.Now().Add(60 * time.Second)
+	hc := &http.Client{Timeout: time.Second}
+	for {
+		resp, err := hc.Get("http://" + n.addr + n.health)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode/100 == 2 {
+				return nil
+			}
+		}
+		select {
+		case <-done:
+			return fmt.Errorf("%s %w (log %s)", n.name, errExited, n.logPath)
+		case <-stop:
+			return nil
+		case <-time.After(25 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not serving after 60s (log %s)", n.name, n.logPath)
+		}
+	}
+}
+
+// errExited: the node died before its health check answered.
+var errExited = errors.New("exited before serving")
+
+// signal sends sig to the node's process group.
+func (n *node) signal(sig syscall.Signal, byHarness bool) {
+	n.mu.Lock()
+	pid := n.pid
+	if byHarness && sig == syscall.SIGKILL {
+		n.byHarnes = true
+	}
+	n.mu.Unlock()
+	if pid > 0 {
+		_ = syscall.Kill(-pid, sig)
+	}
+}
+
+func (n *node) current() (chan struct{}, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.done, n.byHarnes
+}
+
+// cluster is the A.1 topology: private MariaDB (three schemas, one
+// least-privilege user each) and Redis, a TxManager and three bank
+// services as supervised child processes, a JSONL history and counters.
+type cluster struct {
+	t       *testing.T
+	name    string
+	seed    uint64
+	dir     string
+	mdb     *testenv.MariaDB
+	rds     *testenv.Redis
+	root    *sql.DB
+	rc      *redis.Client
+	store   txmanager.Store
+	hist    *History
+	tm      *node
+	svcs    map[string]*node
+	schemas []string
+	hc      *http.Client
+
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	faults   atomic.Int64
+	lastT    atomic.Int64 // history time of the last fault
+	errMu    sync.Mutex
+	errs     []error
+	readerMu sync.Mutex
+	reader   []Violation
+	acks     map[string]ack // ok ops not yet seen whole by the reader (I7)
+}
+
+type ack struct {
+	at   time.Duration
+	legs int
+}
+
+// clusterOpts configure a scenario's cluster.
+type clusterOpts struct {
+	mode        string            // branch mode of every service
+	lostAfter   time.Duration     // TxManager lost_after
+	fail        map[string]string // service -> CHAOS_FAIL
+	waitOutcome bool              // the initiator waits for the applied outcome (lcn)
+}
+
+func newCluster(t *testing.T, name string, o clusterOpts) *cluster {
+	t.Helper()
+	c := &cluster{t: t, name: name, seed: seed(t), svcs: map[string]*node{}, stop: make(chan struct{}),
+		hc: &http.Client{Timeout: clientTimeout}, acks: map[string]ack{}}
+	t.Logf("SEED %s: CHAOS_SEED=%d", name, c.seed)
+	var err error
+	if out := os.Getenv("CHAOS_OUT"); out != "" {
+		c.dir = filepath.Join(out, name)
+		err = os.MkdirAll(c.dir, 0o755)
+	} else {
+		c.dir, err = os.MkdirTemp("", "golcn-chaos-"+name+"-")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !t.Failed() && os.Getenv("CHAOS_OUT") == "" {
+			_ = os.RemoveAll(c.dir)
+		}
+	})
+	c.hist, err = OpenHistory(filepath.Join(c.dir, "history.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("HISTORY %s: %s (node logs alongside; kept on failure or with CHAOS_OUT)", name, c.hist.Path)
+
+	c.mdb = testenv.StartMariaDB(t)
+	c.rds = testenv.StartRedis(t)
+	c.root, err = sql.Open("mysql", c.mdb.DSN(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.root.Close() })
+	c.rc = redis.NewClient(&redis.Options{Addr: c.rds.Addr})
+	prefix := "chaos"
+	c.store = txmanager.NewRedisStore(c.rc, prefix, txmanager.StoreOptions{Retention: time.Hour})
+	t.Cleanup(func() { _ = c.store.Close(); _ = c.rc.Close() })
+
+	tokens := map[string]string{}
+	var creds []string
+	for _, s := range services {
+		tokens[s] = gid.New() + gid.New()
+		creds = append(creds, s+"="+txmanager.HashToken(tokens[s]))
+	}
+	lost := o.lostAfter
+	if lost == 0 {
+		lost = 10 * time.Second
+	}
+	tmAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
+	c.tm = &node{name: "tm", addr: tmAddr, health: "/healthz", logPath: filepath.Join(c.dir, "tm.log"), delay: 500 * time.Millisecond,
+		env: []string{RoleEnv + "=tm", envListen + "=" + tmAddr, envRedis + "=" + c.rds.Addr, envPrefix + "=" + prefix,
+			envCreds + "=" + strings.Join(creds, ","), envGroupTO + "=" + groupTimeout.String(), envLostAfter + "=" + lost.String()}}
+
+	addrs := map[string]string{}
+	var peers []string
+	for _, s := range services {
+		addrs[s] = "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
+		peers = append(peers, s+"=http://"+addrs[s])
+	}
+	for i, s := range services {
+		schema := "bank_" + strings.TrimPrefix(s, "svc-")
+		c.schemas = append(c.schemas, schema)
+		dsn := c.createSchema(schema)
+		env := []string{RoleEnv + "=svc", envListen + "=" + addrs[s], envService + "=" + s, envToken + "=" + tokens[s],
+			envTMURL + "=ws://" + tmAddr + "/v1/ws", envDSN + "=" + dsn, envMode + "=" + o.mode,
+			envPeers + "=" + strings.Join(peers, ","), envSeed + "=" + strconv.FormatUint(c.seed+uint64(i), 10)}
+		if f := o.fail[s]; f != "" {
+			env = append(env, envFail+"="+f)
+		}
+		if o.waitOutcome {
+			env = append(env, envWaitOutcom+"=1")
+		}
+		c.svcs[s] = &node{name: s, addr: addrs[s], health: "/healthz", logPath: filepath.Join(c.dir, s+".log"), delay: time.Second, env: env, armed: o.fail[s] != ""}
+	}
+	t.Cleanup(c.shutdown)
+	for _, n := range append([]*node{c.tm}, c.svcs["svc-a"], c.svcs["svc-b"], c.svcs["svc-c"]) {
+		if err := n.start(c.stop); err != nil {
+			t.Fatal(err)
+		}
+		c.wg.Add(1)
+		go c.supervise(n)
+	}
+	return c
+}
+
+// createSchema makes the A.2 bank schema and its least-privilege user and
+// returns the user's DSN.
+func (c *cluster) createSchema(schema string) string {
+	c.t.Helper()
+	user, pw := "u_"+schema, gid.New()
+	stmts := []string{
+		"CREATE DATABASE " + schema,
+		"CREATE TABLE " + schema + ".accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL, CHECK (balance >= 0)) ENGINE=InnoDB",
+		// op (the client's operation id) maps an op whose answer was lost to its group.
+		"CREATE TABLE " + schema + ".ledger (group_id CHAR(32) NOT NULL, leg TINYINT NOT NULL, account_id INT NOT NULL, delta BIGINT NOT NULL, op VARCHAR(32) NOT NULL, PRIMARY KEY (group_id, leg), KEY (op)) ENGINE=InnoDB",
+		"CREATE TABLE " + schema + ".tx_marker (group_id CHAR(32) NOT NULL, unit_id CHAR(32) NOT NULL, PRIMARY KEY (group_id, unit_id)) ENGINE=InnoDB",
+		fmt.Sprintf("CREATE USER '%s'@'%%' IDENTIFIED BY '%s'", user, pw),
+		fmt.Sprintf("GRANT SELECT, INSERT, UPDATE, DELETE ON %s.* TO '%s'@'%%'", schema, user),
+	}
+	var vals []string
+	for i := 1; i <= AccountsPerSchema; i++ {
+		vals = append(vals, fmt.Sprintf("(%d, %d)", i, InitialBalance))
+	}
+	stmts = append(stmts, "INSERT INTO "+schema+".accounts VALUES "+strings.Join(vals, ","))
+	for _, q := range stmts {
+		if _, err := c.root.Exec(q); err != nil {
+			c.t.Fatalf("%s: %v", q, err)
+		}
+	}
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName = user, pw, "tcp", c.mdb.Addr, schema
+	cfg.Params = map[string]string{"innodb_lock_wait_timeout": "10"}
+	return cfg.FormatDSN()
+}
+
+// supervise restarts n after each death (its own, or the nemesis's kill)
+// until the cluster stops; a death the nemesis did not cause is a
+// failpoint firing and counts as a fault.
+func (c *cluster) supervise(n *node) {
+	defer c.wg.Done()
+	for {
+		done, _ := n.current()
+		select {
+		case <-c.stop:
+			return
+		case <-done:
+		}
+		if _, byHarness := n.current(); !byHarness {
+			c.fault(n.name + " died (failpoint)")
+		}
+		select {
+		case <-c.stop:
+			return
+		case <-time.After(n.delay):
+		}
+		for {
+			err := n.start(c.stop)
+			if err == nil {
+				break
+			}
+			if n.armed && errors.Is(err, errExited) {
+				// Served, took a request and hit its failpoint before the
+				// health check saw it: one more failpoint death.
+				c.fault(n.name + " died (failpoint, while starting)")
+			} else {
+				c.errorf("restart %s: %w", n.name, err)
+			}
+			select {
+			case <-c.stop:
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+func (c *cluster) errorf(format string, args ...any) {
+	c.errMu.Lock()
+	c.errs = append(c.errs, fmt.Errorf(format, args...))
+	c.errMu.Unlock()
+}
+
+// fault counts and records an injected fault.
+func (c *cluster) fault(what string) {
+	c.faults.Add(1)
+	r := c.hist.Add(Record{Type: "nemesis", Fault: what})
+	c.lastT.Store(r.T)
+}
+
+// shutdown stops the supervisors and SIGKILLs every node's process group.
+func (c *cluster) shutdown() {
+	select {
+	case <-c.stop:
+	default:
+		close(c.stop)
+	}
+	c.wg.Wait()
+	for _, n := range append([]*node{c.tm}, c.svcs["svc-a"], c.svcs["svc-b"], c.svcs["svc-c"]) {
+		n.signal(syscall.SIGKILL, true)
+		if done, _ := n.current(); done != nil {
+			<-done
+		}
+	}
+	_ = c.hist.Close()
+}
+
+// workload runs the bank workload: workers transfer until ctx ends or
+// until enough() says stop. 2- and 3-leg transfers, amounts 1–50, 5%
+// designed aborts; legs run in service order, so that groups take row
+// locks in one global order (no distributed deadlock).
+func (c *cluster) workload(ctx context.Context, enough func(done int64) bool) {
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	for w := 1; w <= workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(c.seed, uint64(w)))
+			for i := 0; ctx.Err() == nil && !enough(n.Load()); i++ {
+				c.transfer(ctx, w, fmt.Sprintf("w%d-%d", w, i), rng)
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// plan draws a transfer's legs.
+func plan(rng *rand.Rand) (legs []Leg, abort bool) {
+	amount := int64(1 + rng.IntN(50))
+	svcs := []string{"svc-a", "svc-b", "svc-c"}
+	if rng.IntN(2) == 0 { // 2 legs: drop one service
+		drop := rng.IntN(3)
+		svcs = append(svcs[:drop:drop], svcs[drop+1:]...)
+	}
+	deltas := []int64{-amount, amount}
+	if len(svcs) == 3 {
+		fee := int64(1 + rng.IntN(5))
+		deltas = []int64{-(amount + fee), amount, fee}
+	}
+	rng.Shuffle(len(deltas), func(i, j int) { deltas[i], deltas[j] = deltas[j], deltas[i] })
+	for i, s := range svcs {
+		legs = append(legs, Leg{Leg: i, Svc: s, Acct: 1 + rng.IntN(AccountsPerSchema), Delta: deltas[i]})
+	}
+	if rng.IntN(100) < 5 {
+		legs[len(legs)-1].Acct = FrozenAccount
+		abort = true
+	}
+	return legs, abort
+}
+
+func (c *cluster) transfer(ctx context.Context, worker int, op string, rng *rand.Rand) {
+	legs, abort := plan(rng)
+	c.hist.Add(Record{Type: "invoke", Op: op, Worker: worker, Legs: legs, Abort: abort})
+	body, _ := json.Marshal(TransferRequest{Op: op, Legs: legs})
+	result := func(typ, group, msg string) {
+		r := c.hist.Add(Record{Type: typ, Op: op, Worker: worker, Group: group, Error: msg})
+		if typ == "ok" {
+			c.readerMu.Lock()
+			c.acks[op] = ack{at: time.Duration(r.T), legs: len(legs)}
+			c.readerMu.Unlock()
+		}
+	}
+	req, err := http.NewRequestWithContext(context.WithoutCancel(ctx), http.MethodPost, "http://"+c.svcs["svc-a"].addr+"/transfer", bytes.NewReader(body))
+	if err != nil {
+		result("fail", "", err.Error())
+		return
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			result("fail", "", err.Error()) // never reached the initiator
+			// The initiator is down (restarting): pace the retries
+			// instead of spinning on refused connections.
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		} else {
+			result("info", "", err.Error())
+		}
+		return
+	}
+	defer resp.Body.Close()
+	var tr TransferResponse
+	if err := json.NewDecoder(resp.Body).Decode(&tr); err != nil || (tr.Outcome != "ok" && tr.Outcome != "fail" && tr.Outcome != "info") {
+		result("info", tr.Group, fmt.Sprintf("status %d, undecodable answer (%v)", resp.StatusCode, err))
+		return
+	}
+	result(tr.Outcome, tr.Group, tr.Error)
+}
+
+// startReader starts the I7/I8 reader: a consistent snapshot over the
+// three schemas every 300ms; every group acked ok at least B before the
+// snapshot must be wholly visible, and no balance may be negative. With
+// checkI7 false only I8 is checked (the faults may hold phase 2 up beyond
+// B; final visibility is then I5's). The returned func stops it and waits.
+func (c *cluster) startReader(checkI7 bool) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(300 * time.Millisecond):
+			}
+			if err := c.readOnce(ctx, checkI7); err != nil && ctx.Err() == nil {
+				c.hist.Add(Record{Type: "note", Fault: "reader error: " + err.Error()})
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+func (c *cluster) readOnce(ctx context.Context, checkI7 bool) error {
+	conn, err := c.root.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	at := c.hist.Since()
+	if _, err := conn.ExecContext(ctx, "START TRANSACTION WITH CONSISTENT SNAPSHOT"); err != nil {
+		return err
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK") //nolint:errcheck
+	visible := map[string]int{}
+	for _, s := range c.schemas {
+		var neg int
+		if err := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM `"+s+"`.accounts WHERE balance < 0").Scan(&neg); err != nil {
+			return err
+		}
+		if neg > 0 {
+			c.readerMu.Lock()
+			c.reader = append(c.reader, Violation{Inv: "I8", Detail: fmt.Sprintf("%s: %d negative balances in a snapshot", s, neg), Severity: severity["I8"], At: at})
+			c.readerMu.Unlock()
+		}
+		if !checkI7 {
+			continue
+		}
+		rows, err := conn.QueryContext(ctx, "SELECT op, COUNT(*) FROM `"+s+"`.ledger GROUP BY op")
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var op string
+			var n int
+			if err := rows.Scan(&op, &n); err != nil {
+				rows.Close()
+				return err
+			}
+			visible[op] += n
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+	}
+	if !checkI7 {
+		return nil
+	}
+	c.readerMu.Lock()
+	defer c.readerMu.Unlock()
+	for op, a := range c.acks {
+		if visible[op] == a.legs {
+			delete(c.acks, op)
+			continue
+		}
+		if a.at+visibilityB < at {
+			c.reader = append(c.reader, Violation{Inv: "I7", Op: op, Severity: severity["I7"], At: at,
+				Detail: fmt.Sprintf("acked ok at %v, snapshot at %v sees %d of %d legs", a.at.Round(time.Millisecond), at.Round(time.Millisecond), visible[op], a.legs)})
+			delete(c.acks, op)
+		}
+	}
+	return nil
+}
+
+// quiesce waits (polling, deadline T_rec) until nothing is in doubt: no
+// non-terminal group in the store, XA RECOVER empty, no started InnoDB
+// transaction, no lock wait. It returns the time taken.
+func (c *cluster) quiesce() time.Duration {
+	start := time.Now()
+	ctx := context.Background()
+	for time.Since(start) < tRec {
+		nt, err1 := NonTerminalGroups(ctx, c.store, 1)
+		prep, act, waits, err2 := Leftovers(ctx, c.root)
+		if err1 == nil && err2 == nil && len(nt) == 0 && len(prep) == 0 && len(act) == 0 && waits == 0 {
+			return time.Since(start)
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval, not synchronisation
+	}
+	return time.Since(start)
+}
+
+// figures is one scenario's line of the report.
+type figures struct {
+	ops, ok, fail, info int
+	faults              int64
+	violations          int
+	quiescence          time.Duration
+	wall                time.Duration
+}
+
+// finish stops the faults' aftermath, waits for quiescence, gathers the
+// facts, runs the checker and reports. It fails the test on any violation.
+func (c *cluster) finish(start time.Time, opt CheckOptions) (figures, Report) {
+	c.t.Helper()
+	q := c.quiesce()
+	// Measured from the last fault when there was one (else from the end
+	// of the workload).
+	if lf := c.lastT.Load(); lf > 0 {
+		q = c.hist.Since() - time.Duration(lf)
+	}
+	ops := Ops(c.hist.Records())
+	c.readerMu.Lock()
+	reader := append([]Violation(nil), c.reader...)
+	c.readerMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	facts, err := Gather(ctx, c.root, c.schemas, c.store, ops, reader)
+	if err != nil {
+		c.t.Fatalf("gather facts: %v", err)
+	}
+	rep := Check(facts, opt)
+	c.errMu.Lock()
+	for _, e := range c.errs {
+		c.t.Errorf("harness: %v", e)
+	}
+	c.errMu.Unlock()
+	fig := figures{ops: len(ops), ok: rep.OK, fail: rep.Fail, info: rep.Info, faults: c.faults.Load(), violations: len(rep.Violations), quiescence: q, wall: time.Since(start)}
+	line := fmt.Sprintf("FIGURES %-10s ops=%d (ok %d, fail %d, info %d) faults=%d violations=%d quiescence=%v wall=%v seed=%d",
+		c.name, fig.ops, fig.ok, fig.fail, fig.info, fig.faults, fig.violations, fig.quiescence.Round(time.Millisecond), fig.wall.Round(time.Second), c.seed)
+	c.t.Log(line)
+	appendSummary(line)
+	for i, v := range rep.Violations {
+		if i == 50 {
+			c.t.Logf("... %d more", len(rep.Violations)-i)
+			break
+		}
+		c.t.Logf("violation: %s", v)
+	}
+	if len(rep.Violations) > 0 {
+		c.t.Errorf("%s: %s\n(history %s; rerun with CHAOS_SEED=%d)", c.name, rep.Summary(), c.hist.Path, c.seed)
+	} else {
+		c.t.Logf("%s: %s", c.name, rep.Summary())
+	}
+	return fig, rep
+}
+
+// appendSummary adds a figures line to $CHAOS_OUT/figures.txt, if set.
+func appendSummary(line string) {
+	out := os.Getenv("CHAOS_OUT")
+	if out == "" {
+		return
+	}
+	f, err := os.OpenFile(filepath.Join(out, "figures.txt"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintln(f, line)
+}
