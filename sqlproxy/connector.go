@@ -63,6 +63,7 @@ func newSource(opt Options, inner driver.Connector, drv driver.Driver) *source {
 		branches: make(map[string]*branch),
 	}
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
+	registerSource(s)
 	switch opt.Mode {
 	case ModeLCN:
 		s.proto = lcnProtocol{}
@@ -486,6 +487,9 @@ func (c *Connector) Mode() string { return c.src.mode() }
 // Branches still held keep their conns until their decision is applied.
 // Safe to call multiple times; later calls return the first result.
 func (c *Connector) Close() error {
-	c.closeOnce.Do(func() { c.closeErr = c.release() })
+	c.closeOnce.Do(func() {
+		unregisterSource(c.src)
+		c.closeErr = c.release()
+	})
 	return c.closeErr
 }

@@ -340,6 +340,11 @@ func (c *Client) readLoop(conn *clientConn) error {
 		}
 		switch m.Type {
 		case wire.TypeDecision:
+			if m.Mode == "xa" && m.Datasource != "" {
+				// A prepared branch of this service whose own process is gone.
+				c.reg.orphan(m.Group, m.Branch, m.Datasource, m.Commit)
+				continue
+			}
 			c.reg.decision(m.Group, m.Branch, m.Commit)
 		case wire.TypePrepare:
 			c.reg.prepare(m.Group, m.Branch)

@@ -156,6 +156,40 @@ func (r *registry) decision(group, branch string, commit bool) {
 	}()
 }
 
+// orphan finishes a prepared xa branch that another process of this
+// service held and left (it died, perhaps after applying the decision and
+// before acknowledging it), on this process's datasource of the same name,
+// and acknowledges the outcome. A branch this process holds itself takes
+// the normal path. If the branch cannot be finished here (no such
+// datasource, database unreachable), nothing is acknowledged: the
+// TxManager asks again.
+func (r *registry) orphan(group, branch, datasource string, commit bool) {
+	r.mu.Lock()
+	_, held := r.held[branchKey{group, branch}]
+	r.mu.Unlock()
+	if held {
+		r.decision(group, branch, commit)
+		return
+	}
+	r.c.wg.Add(1)
+	go func() {
+		defer r.c.wg.Done()
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.c.ctx), r.c.cfg.ApplyTimeout)
+		defer cancel()
+		if err := sqlproxy.FinishOrphan(ctx, datasource, group, branch, commit); err != nil {
+			r.c.log.Warn("cannot finish a prepared branch left by a gone instance; the TxManager will ask again",
+				"group", group, "branch", branch, "datasource", datasource, "err", err)
+			return
+		}
+		outcome := wire.OutcomeRolledBack
+		if commit {
+			outcome = wire.OutcomeCommitted
+		}
+		r.c.cfg.Metrics.Recovered(outcome)
+		r.ack(group, branch, outcome, "finished for a gone instance by "+r.c.cfg.Service+"/"+r.c.cfg.Instance)
+	}()
+}
+
 // prepare runs the prepare phase for a held branch (xa: XA END and XA
 // PREPARE) and reports the result. A branch this process does not hold
 // cannot be prepared: its work is gone with the connection that did it

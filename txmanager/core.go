@@ -89,6 +89,13 @@ type Send struct {
 	Branch   string
 	Commit   bool
 	Prepare  bool
+	// Orphan: the branch is a prepared xa branch whose owner is gone (it
+	// may have applied the decision and died before acknowledging it).
+	// The decision goes to any live session of Service instead, which
+	// finishes the branch on its datasource named Datasource.
+	Orphan     bool
+	Service    string
+	Datasource string
 }
 
 // ReplyCode classifies the answer to the event's sender.
@@ -493,7 +500,13 @@ func stepRetry(g *Group, ev Event) Result {
 		// it when an instance comes back, so it is never presumed lost. Any
 		// other branch dies with its process or connection.
 		durable := b.Mode == "xa" && b.State == BranchPrepared
-		if durable || !slices.Contains(ev.Absent, b.Instance) {
+		absent := slices.Contains(ev.Absent, b.Instance)
+		if durable && absent {
+			r.Sends = append(r.Sends, Send{Instance: b.Instance, Group: g.ID, Branch: b.ID, Commit: commit,
+				Orphan: true, Service: b.Service, Datasource: b.Datasource})
+			continue
+		}
+		if !absent {
 			r.Sends = append(r.Sends, Send{Instance: b.Instance, Group: g.ID, Branch: b.ID, Commit: commit})
 			continue
 		}

@@ -315,8 +315,16 @@ func (s *Server) dispatch(sends []Send) {
 	for _, d := range sends {
 		s.mu.Lock()
 		ss := s.sessions[d.Instance]
+		if d.Orphan {
+			ss = s.sessionOfServiceLocked(d.Service)
+		}
 		s.mu.Unlock()
 		if ss == nil {
+			continue
+		}
+		if d.Orphan {
+			ss.push(&wire.Message{Type: wire.TypeDecision, Group: d.Group, Branch: d.Branch, Commit: d.Commit,
+				Mode: "xa", Datasource: d.Datasource})
 			continue
 		}
 		if d.Prepare {
@@ -395,6 +403,17 @@ func (s *Server) notifyDecided(group string) {
 type decisionWaiters struct {
 	ch chan struct{}
 	n  int
+}
+
+// sessionOfServiceLocked returns a live session of service, or nil; s.mu
+// must be held.
+func (s *Server) sessionOfServiceLocked(service string) *session {
+	for _, ss := range s.sessions {
+		if ss.service == service {
+			return ss
+		}
+	}
+	return nil
 }
 
 // absentOwners lists the owners of g's branches not done that have had no

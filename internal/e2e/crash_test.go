@@ -46,7 +46,7 @@ const (
 	childDSN      = "LCN_E2E_DSN"
 	childMode     = "LCN_E2E_MODE"
 	childAddrFile = "LCN_E2E_ADDR_FILE"
-	childDie      = "LCN_E2E_DIE" // "on-decision": SIGKILL itself when a decision reaches a held branch
+	childDie      = "LCN_E2E_DIE" // "on-decision": SIGKILL itself when a decision reaches a held branch; "after-apply": once it applied it, before acknowledging
 )
 
 // childMain runs a bank participant (the same handler as the in-process
@@ -72,8 +72,11 @@ func childMain() int {
 		return fail("connector: %v", err)
 	}
 	var coord sqlproxy.Coordinator = client
-	if os.Getenv(childDie) == "on-decision" {
+	switch os.Getenv(childDie) {
+	case "on-decision":
 		coord = dyingCoord{Client: client}
+	case "after-apply":
+		coord = dyingCoord{Client: client, afterApply: true}
 	}
 	db, err := sqlproxy.OpenDB(inner, sqlproxy.Options{Datasource: os.Getenv(childService), Mode: os.Getenv(childMode),
 		Coordinator: coord, RecoveryInterval: 200 * time.Millisecond, ApplyTimeout: 5 * time.Second})
@@ -115,16 +118,35 @@ func childMain() int {
 // dyingCoord kills its own process the moment a decision reaches one of
 // its held branches: the participant dies after its vote (and, in xa mode,
 // its prepare) and before the decision is applied.
-type dyingCoord struct{ *txclient.Client }
-
-func (c dyingCoord) Hold(group, branch string, h sqlproxy.Held) {
-	c.Client.Hold(group, branch, dyingHeld{h})
+// With afterApply it applies the decision first and dies before the
+// acknowledgement leaves.
+type dyingCoord struct {
+	*txclient.Client
+	afterApply bool
 }
 
-type dyingHeld struct{ sqlproxy.Held }
+func (c dyingCoord) Hold(group, branch string, h sqlproxy.Held) {
+	c.Client.Hold(group, branch, dyingHeld{Held: h, afterApply: c.afterApply})
+}
 
-func (dyingHeld) Commit(context.Context) error   { return die() }
-func (dyingHeld) Rollback(context.Context) error { return die() }
+type dyingHeld struct {
+	sqlproxy.Held
+	afterApply bool
+}
+
+func (h dyingHeld) Commit(ctx context.Context) error {
+	if h.afterApply {
+		_ = h.Held.Commit(ctx)
+	}
+	return die()
+}
+
+func (h dyingHeld) Rollback(ctx context.Context) error {
+	if h.afterApply {
+		_ = h.Held.Rollback(ctx)
+	}
+	return die()
+}
 
 func die() error {
 	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
@@ -142,6 +164,15 @@ type child struct {
 // startChild starts a participant process for service on dsn and waits
 // until it serves.
 func startChild(t *testing.T, m *manager, service, dsn, mode string, dieOnDecision bool) *child {
+	die := ""
+	if dieOnDecision {
+		die = "on-decision"
+	}
+	return startChildDying(t, m, service, dsn, mode, die)
+}
+
+// startChildDying is startChild with the child's way to die (childDie).
+func startChildDying(t *testing.T, m *manager, service, dsn, mode, die string) *child {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -158,8 +189,8 @@ func startChild(t *testing.T, m *manager, service, dsn, mode string, dieOnDecisi
 	c.cmd = exec.Command(exe, "-test.run=^$")
 	c.cmd.Env = append(os.Environ(), childEnv+"=participant", childManager+"="+m.url(), childToken+"="+m.tokens[service],
 		childService+"="+service, childDSN+"="+dsn, childMode+"="+mode, childAddrFile+"="+addrFile)
-	if dieOnDecision {
-		c.cmd.Env = append(c.cmd.Env, childDie+"=on-decision")
+	if die != "" {
+		c.cmd.Env = append(c.cmd.Env, childDie+"="+die)
 	}
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -551,4 +582,36 @@ func TestDatabaseKilledWithPreparedBranches(t *testing.T) {
 			checkClean(t, b.raw)
 		})
 	}
+}
+
+// An xa participant that committed its prepared branch and died before its
+// acknowledgement left: the database no longer lists the branch, so
+// recovery finds nothing, and the dead instance never answers. The
+// TxManager hands the decision to a live instance of the same service,
+// which sees the branch gone from XA RECOVER (finished with the decision)
+// and acknowledges: the group ends COMMITTED, not stuck in COMMITTING.
+func TestParticipantKilledAfterApplyBeforeAck(t *testing.T) {
+	m := newManager(t, storeRedis, crashConfig())
+	mdb := testenv.SharedMariaDB(t)
+	bSchema, bDSN, bRaw := bankSchema(t, mdb)
+	victim := startChildDying(t, m, "svc-b", bDSN, sqlproxy.ModeXA, "after-apply")
+	cb := &crashBank{m: m, starter: newClient(t, m, "starter"),
+		hc: &http.Client{Transport: txclient.Transport(nil), Timeout: 20 * time.Second},
+		a:  newParticipantWith(t, m, "svc-a", partOpts{mode: sqlproxy.ModeXA}), bURL: victim.url, bRaw: bRaw, bSchema: bSchema}
+	const amount = 19
+	ctx, g := cb.begin(t, amount)
+	if err := g.Commit(ctx); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	victim.waitKilled(t)
+	if x := listedXids(t, bRaw, g.ID()); len(x) != 0 {
+		t.Fatalf("XA RECOVER lists %v: the victim should have committed before dying", x)
+	}
+	startChild(t, m, "svc-b", bDSN, sqlproxy.ModeXA, false)
+	rec := m.waitState(g.ID(), txmanager.GroupCommitted)
+	if rec.Attention != "" {
+		t.Fatalf("group flagged: %q", rec.Attention)
+	}
+	cb.checkBank(t, amount, true)
+	checkClean(t, cb.a.raw)
 }
