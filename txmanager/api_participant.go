@@ -112,23 +112,46 @@ func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, Created{ID: g.ID, Deadline: time.UnixMilli(g.DeadlineMS).UTC()})
 }
 
+// participantRequest reads what every participant request about a group
+// carries, in this order: the group id from the path, the JSON body into
+// req, the body's own checks (validate, may be nil) and the calling client.
+// The first failure is returned.
+func (s *Server) participantRequest(r *http.Request, req any, validate func() *apiError) (id, service, instance string, aerr *apiError) {
+	id, aerr = groupID(r)
+	if aerr == nil && req != nil {
+		aerr = decodeBody(r, req, false)
+	}
+	if aerr == nil && validate != nil {
+		aerr = validate()
+	}
+	if aerr == nil {
+		service, instance, aerr = s.httpClient(r)
+	}
+	return id, service, instance, aerr
+}
+
+// stepAndReply runs ev through the core and answers with the group's state.
+func (s *Server) stepAndReply(w http.ResponseWriter, r *http.Request, ev Event) {
+	rep, err := s.step(r.Context(), ev)
+	if err != nil {
+		writeAPIError(w, storeError(err))
+		return
+	}
+	writeReply(w, rep, http.StatusOK, stateReply(rep))
+}
+
 type decideRequest struct {
 	Commit *bool `json:"commit"`
 }
 
 func (s *Server) serveDecide(w http.ResponseWriter, r *http.Request) {
-	id, aerr := groupID(r)
 	var req decideRequest
-	if aerr == nil {
-		aerr = decodeBody(r, &req, false)
-	}
-	if aerr == nil && req.Commit == nil {
-		aerr = badParam("commit", "required: true to commit, false to roll back")
-	}
-	var instance string
-	if aerr == nil {
-		_, instance, aerr = s.httpClient(r)
-	}
+	id, _, instance, aerr := s.participantRequest(r, &req, func() *apiError {
+		if req.Commit == nil {
+			return badParam("commit", "required: true to commit, false to roll back")
+		}
+		return nil
+	})
 	if aerr != nil {
 		writeAPIError(w, aerr)
 		return
@@ -160,25 +183,18 @@ type Joined struct {
 }
 
 func (s *Server) serveJoin(w http.ResponseWriter, r *http.Request) {
-	id, aerr := groupID(r)
 	var req joinRequest
-	if aerr == nil {
-		aerr = decodeBody(r, &req, false)
-	}
-	if aerr == nil {
+	id, service, instance, aerr := s.participantRequest(r, &req, func() *apiError {
 		switch {
 		case req.Datasource == "":
-			aerr = badParam("datasource", "required: names the datasource (database) of the branch")
+			return badParam("datasource", "required: names the datasource (database) of the branch")
 		case req.Mode == "xa":
-			aerr = badParam("mode", "xa needs the prepare requests the Go client receives on its websocket; over HTTP a branch is lcn")
+			return badParam("mode", "xa needs the prepare requests the Go client receives on its websocket; over HTTP a branch is lcn")
 		case req.Mode != "" && req.Mode != "lcn":
-			aerr = badParam("mode", "want lcn, got %q", req.Mode)
+			return badParam("mode", "want lcn, got %q", req.Mode)
 		}
-	}
-	var service, instance string
-	if aerr == nil {
-		service, instance, aerr = s.httpClient(r)
-	}
+		return nil
+	})
 	if aerr != nil {
 		writeAPIError(w, aerr)
 		return
@@ -200,11 +216,7 @@ type BranchStatus struct {
 }
 
 func (s *Server) serveBranch(w http.ResponseWriter, r *http.Request) {
-	id, aerr := groupID(r)
-	var service string
-	if aerr == nil {
-		service, _, aerr = s.httpClient(r)
-	}
+	id, service, _, aerr := s.participantRequest(r, nil, nil)
 	if aerr != nil {
 		writeAPIError(w, aerr)
 		return
@@ -231,28 +243,18 @@ type voteRequest struct {
 }
 
 func (s *Server) serveVote(w http.ResponseWriter, r *http.Request) {
-	id, aerr := groupID(r)
 	var req voteRequest
-	if aerr == nil {
-		aerr = decodeBody(r, &req, false)
-	}
-	if aerr == nil && req.OK == nil {
-		aerr = badParam("ok", "required: true when the branch's work is done and held, false when it failed")
-	}
-	var instance string
-	if aerr == nil {
-		_, instance, aerr = s.httpClient(r)
-	}
+	id, _, instance, aerr := s.participantRequest(r, &req, func() *apiError {
+		if req.OK == nil {
+			return badParam("ok", "required: true when the branch's work is done and held, false when it failed")
+		}
+		return nil
+	})
 	if aerr != nil {
 		writeAPIError(w, aerr)
 		return
 	}
-	rep, err := s.step(r.Context(), Event{Kind: EvVote, Group: id, Instance: instance, BranchID: r.PathValue("branch"), OK: *req.OK, Reason: req.Reason})
-	if err != nil {
-		writeAPIError(w, storeError(err))
-		return
-	}
-	writeReply(w, rep, http.StatusOK, stateReply(rep))
+	s.stepAndReply(w, r, Event{Kind: EvVote, Group: id, Instance: instance, BranchID: r.PathValue("branch"), OK: *req.OK, Reason: req.Reason})
 }
 
 type ackRequest struct {
@@ -261,27 +263,18 @@ type ackRequest struct {
 }
 
 func (s *Server) serveAck(w http.ResponseWriter, r *http.Request) {
-	id, aerr := groupID(r)
 	var req ackRequest
-	if aerr == nil {
-		aerr = decodeBody(r, &req, false)
-	}
-	outcome := map[string]BranchState{"committed": BranchCommitted, "rolled_back": BranchRolledBack, "lost": BranchLost}[req.Outcome]
-	if aerr == nil && outcome == 0 {
-		aerr = badParam("outcome", "want committed, rolled_back or lost, got %q", req.Outcome)
-	}
-	var instance string
-	if aerr == nil {
-		_, instance, aerr = s.httpClient(r)
-	}
+	var outcome BranchState
+	id, _, instance, aerr := s.participantRequest(r, &req, func() *apiError {
+		outcome = map[string]BranchState{"committed": BranchCommitted, "rolled_back": BranchRolledBack, "lost": BranchLost}[req.Outcome]
+		if outcome == 0 {
+			return badParam("outcome", "want committed, rolled_back or lost, got %q", req.Outcome)
+		}
+		return nil
+	})
 	if aerr != nil {
 		writeAPIError(w, aerr)
 		return
 	}
-	rep, err := s.step(r.Context(), Event{Kind: EvAck, Group: id, Instance: instance, BranchID: r.PathValue("branch"), Outcome: outcome, Reason: req.Reason})
-	if err != nil {
-		writeAPIError(w, storeError(err))
-		return
-	}
-	writeReply(w, rep, http.StatusOK, stateReply(rep))
+	s.stepAndReply(w, r, Event{Kind: EvAck, Group: id, Instance: instance, BranchID: r.PathValue("branch"), Outcome: outcome, Reason: req.Reason})
 }
