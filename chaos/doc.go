@@ -38,7 +38,7 @@
 // Check (checker.go) is a pure function of Facts gathered at quiescence
 // (Gather): balances and ledgers of the three schemas, the TxManager's
 // record of every group involved and every COMMITTED group in the store,
-// XA RECOVER, SHOW ENGINE INNODB STATUS and INNODB_LOCK_WAITS. It reports
+// XA RECOVER, SHOW ENGINE INNODB STATUS (transactions and lock waits). It reports
 // each violation with its group id, and the first and the worst. I7 (atomic
 // visibility B = 1s after the ack) and I8 are checked by a reader taking
 // consistent snapshots during the run; I7 is enforced in the fault-free S1

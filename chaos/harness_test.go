@@ -435,9 +435,16 @@ func plan(rng *rand.Rand) (legs []Leg, abort bool) {
 
 func (c *cluster) transfer(ctx context.Context, worker int, op string, rng *rand.Rand) {
 	legs, abort := plan(rng)
+	c.send(ctx, worker, op, legs, abort)
+}
+
+// send runs one transfer through the initiator, records it in the history
+// and returns its outcome (ok, fail or info).
+func (c *cluster) send(ctx context.Context, worker int, op string, legs []Leg, abort bool) (outcome string) {
 	c.hist.Add(Record{Type: "invoke", Op: op, Worker: worker, Legs: legs, Abort: abort})
 	body, _ := json.Marshal(TransferRequest{Op: op, Legs: legs})
 	result := func(typ, group, msg string) {
+		outcome = typ
 		r := c.hist.Add(Record{Type: typ, Op: op, Worker: worker, Group: group, Error: msg})
 		if typ == "ok" {
 			c.readerMu.Lock()
@@ -472,6 +479,7 @@ func (c *cluster) transfer(ctx context.Context, worker int, op string, rng *rand
 		return
 	}
 	result(tr.Outcome, tr.Group, tr.Error)
+	return outcome
 }
 
 // startReader starts the I7/I8 reader: a consistent snapshot over the
@@ -561,19 +569,34 @@ func (c *cluster) readOnce(ctx context.Context, checkI7 bool) error {
 
 // quiesce waits (polling, deadline T_rec) until nothing is in doubt: no
 // non-terminal group in the store, XA RECOVER empty, no started InnoDB
-// transaction, no lock wait. It returns the time taken.
-func (c *cluster) quiesce() time.Duration {
+// transaction, no lock wait. It returns the history time at which the
+// databases were last seen becoming clean (no prepared branch, no started
+// transaction, no lock wait: what a participant's locks need) and the
+// time at which everything was, each zero if never reached.
+func (c *cluster) quiesce() (dbClean, all time.Duration) {
 	start := time.Now()
 	ctx := context.Background()
 	for time.Since(start) < tRec {
-		nt, err1 := NonTerminalGroups(ctx, c.store, 1)
+		at := c.hist.Since()
 		prep, act, waits, err2 := Leftovers(ctx, c.root)
-		if err1 == nil && err2 == nil && len(nt) == 0 && len(prep) == 0 && len(act) == 0 && waits == 0 {
-			return time.Since(start)
+		clean := err2 == nil && len(prep) == 0 && len(act) == 0 && waits == 0
+		if os.Getenv("CHAOS_DEBUG") != "" && !clean {
+			c.t.Logf("DEBUG at %v: prepared %v active %v waits %d err %v", at, prep, act, waits, err2)
+		}
+		switch {
+		case !clean:
+			dbClean = 0
+		case dbClean == 0:
+			dbClean = at
+		}
+		if clean {
+			if nt, err1 := NonTerminalGroups(ctx, c.store, 1); err1 == nil && len(nt) == 0 {
+				return dbClean, at
+			}
 		}
 		time.Sleep(50 * time.Millisecond) // polling interval, not synchronisation
 	}
-	return time.Since(start)
+	return dbClean, 0
 }
 
 // figures is one scenario's line of the report.
@@ -581,7 +604,8 @@ type figures struct {
 	ops, ok, fail, info int
 	faults              int64
 	violations          int
-	quiescence          time.Duration
+	quiescence          time.Duration // last fault (or end of workload) to nothing in doubt; tRec+ if never
+	locksFree           time.Duration // last fault (or end of workload) to no started transaction, prepared branch or lock wait
 	wall                time.Duration
 }
 
@@ -589,11 +613,31 @@ type figures struct {
 // facts, runs the checker and reports. It fails the test on any violation.
 func (c *cluster) finish(start time.Time, opt CheckOptions) (figures, Report) {
 	c.t.Helper()
-	q := c.quiesce()
+	return c.finishWith(start, opt, nil)
+}
+
+// finishWith is finish, with afterQuiesce (if not nil) run once the
+// cluster is quiescent and before the facts are gathered, so that what it
+// does is checked too.
+func (c *cluster) finishWith(start time.Time, opt CheckOptions, afterQuiesce func()) (figures, Report) {
+	c.t.Helper()
+	end := c.hist.Since()
+	dbClean, all := c.quiesce()
 	// Measured from the last fault when there was one (else from the end
-	// of the workload).
+	// of the workload); never reached counts as the whole window and more.
+	from := end
 	if lf := c.lastT.Load(); lf > 0 {
-		q = c.hist.Since() - time.Duration(lf)
+		from = time.Duration(lf)
+	}
+	since := func(at time.Duration) time.Duration {
+		if at == 0 {
+			return c.hist.Since() - from + time.Millisecond
+		}
+		return max(at-from, 0)
+	}
+	q, locks := since(all), since(dbClean)
+	if afterQuiesce != nil {
+		afterQuiesce()
 	}
 	ops := Ops(c.hist.Records())
 	c.readerMu.Lock()
@@ -611,9 +655,9 @@ func (c *cluster) finish(start time.Time, opt CheckOptions) (figures, Report) {
 		c.t.Errorf("harness: %v", e)
 	}
 	c.errMu.Unlock()
-	fig := figures{ops: len(ops), ok: rep.OK, fail: rep.Fail, info: rep.Info, faults: c.faults.Load(), violations: len(rep.Violations), quiescence: q, wall: time.Since(start)}
-	line := fmt.Sprintf("FIGURES %-10s ops=%d (ok %d, fail %d, info %d) faults=%d violations=%d quiescence=%v wall=%v seed=%d",
-		c.name, fig.ops, fig.ok, fig.fail, fig.info, fig.faults, fig.violations, fig.quiescence.Round(time.Millisecond), fig.wall.Round(time.Second), c.seed)
+	fig := figures{ops: len(ops), ok: rep.OK, fail: rep.Fail, info: rep.Info, faults: c.faults.Load(), violations: len(rep.Violations), quiescence: q, locksFree: locks, wall: time.Since(start)}
+	line := fmt.Sprintf("FIGURES %-10s ops=%d (ok %d, fail %d, info %d) faults=%d violations=%d quiescence=%v locks-free=%v wall=%v seed=%d",
+		c.name, fig.ops, fig.ok, fig.fail, fig.info, fig.faults, fig.violations, fig.quiescence.Round(time.Millisecond), fig.locksFree.Round(time.Millisecond), fig.wall.Round(time.Second), c.seed)
 	c.t.Log(line)
 	appendSummary(line)
 	for i, v := range rep.Violations {
@@ -643,4 +687,39 @@ func appendSummary(line string) {
 	}
 	defer f.Close()
 	fmt.Fprintln(f, line)
+}
+
+// probeAccounts checks that no lock was left behind: right after
+// quiescence, every account of every schema takes part in one transfer (a
+// credit of 1, debited from the richest account of the next service),
+// which must come back ok within 10 s (RELIABILITY.md S6: each affected
+// account sees a successful later transfer within 10 s of release).
+// Probe operations are exempt from the node failpoints.
+func (c *cluster) probeAccounts() {
+	c.t.Helper()
+	ctx := context.Background()
+	var failed []string
+	for i, s := range services {
+		other := services[(i+1)%len(services)]
+		for acct := 1; acct <= AccountsPerSchema; acct++ {
+			var rich int
+			schema := "bank_" + strings.TrimPrefix(other, "svc-")
+			if err := c.root.QueryRowContext(ctx, "SELECT id FROM `"+schema+"`.accounts ORDER BY balance DESC, id LIMIT 1").Scan(&rich); err != nil {
+				c.t.Fatalf("probe: richest account of %s: %v", schema, err)
+			}
+			legs := []Leg{{Svc: s, Acct: acct, Delta: 1}, {Svc: other, Acct: rich, Delta: -1}}
+			if other < s { // service order: one global lock order
+				legs[0], legs[1] = legs[1], legs[0]
+			}
+			legs[0].Leg, legs[1].Leg = 0, 1
+			op := fmt.Sprintf("%s%s-%d", ProbePrefix, s, acct)
+			began := time.Now()
+			if out := c.send(ctx, 0, op, legs, false); out != "ok" || time.Since(began) > 10*time.Second {
+				failed = append(failed, fmt.Sprintf("%s: %s after %v", op, out, time.Since(began).Round(time.Millisecond)))
+			}
+		}
+	}
+	if len(failed) > 0 {
+		c.t.Errorf("stuck locks: %d of %d probe transfers not ok within 10s: %v", len(failed), len(services)*AccountsPerSchema, failed)
+	}
 }

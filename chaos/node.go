@@ -198,10 +198,15 @@ func newFailpoint() (*failpoint, error) {
 	return fp, nil
 }
 
+// ProbePrefix starts the operation id of a probe transfer: failpoints never
+// fire for it (a probe checks that the cluster serves again after faults).
+const ProbePrefix = "probe-"
+
 // hit SIGKILLs the process (and never returns) if the failpoint name is
-// armed and its draw falls under the probability.
-func (fp *failpoint) hit(name string) {
-	if fp.name != name {
+// armed, op (when known) is not a probe, and the draw falls under the
+// probability.
+func (fp *failpoint) hit(name, op string) {
+	if fp.name != name || strings.HasPrefix(op, ProbePrefix) {
 		return
 	}
 	fp.mu.Lock()
@@ -230,12 +235,12 @@ type dyingHeld struct {
 }
 
 func (h dyingHeld) Commit(ctx context.Context) error {
-	h.fp.hit(FailAfterVote)
+	h.fp.hit(FailAfterVote, "")
 	return h.Held.Commit(ctx)
 }
 
 func (h dyingHeld) Rollback(ctx context.Context) error {
-	h.fp.hit(FailAfterVote)
+	h.fp.hit(FailAfterVote, "")
 	return h.Held.Rollback(ctx)
 }
 
@@ -349,7 +354,7 @@ func (s *svc) applyLeg(ctx context.Context, op string, l Leg) error {
 	if _, err := tx.ExecContext(ctx, `INSERT INTO tx_marker (group_id, unit_id) VALUES (?, ?)`, group, s.name+"-"+strconv.Itoa(l.Leg)); err != nil {
 		return fmt.Errorf("marker: %w", err)
 	}
-	s.fp.hit(FailBeforeVote)
+	s.fp.hit(FailBeforeVote, op)
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("vote: %w", err)
 	}
@@ -431,7 +436,7 @@ func (s *svc) handleTransfer(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.fp.hit(FailInitiatorBeforeNotify)
+	s.fp.hit(FailInitiatorBeforeNotify, req.Op)
 	err = g.Commit(context.WithoutCancel(ctx))
 	switch {
 	case errors.Is(err, txclient.ErrRolledBack):

@@ -123,7 +123,16 @@ func untilFaults(t *testing.T, c *cluster, want int64, limit time.Duration) {
 
 // crashKills is the number of process kills per crash scenario: 60 in CI
 // (the plan asks 300: see chaos/doc.go), × CHAOS_SCALE.
-func crashKills(t *testing.T) int64 { return int64(60 * scale(t)) }
+func crashKills(t *testing.T) int64 {
+	if v := os.Getenv("CHAOS_KILLS"); v != "" { // a shorter run while developing
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			t.Fatalf("CHAOS_KILLS=%q: want a positive integer", v)
+		}
+		return n
+	}
+	return int64(60 * scale(t))
+}
 
 // S5 — a participant (svc-b) SIGKILLs itself after its vote (xa: after XA
 // PREPARE), before applying the decision; restarted 1 s later.
@@ -172,9 +181,17 @@ func TestS6CrashBeforeVote(t *testing.T) {
 			stopReader := c.startReader(false)
 			untilFaults(t, c, crashKills(t), time.Duration(scale(t))*10*time.Minute)
 			stopReader()
-			fig, _ := c.finish(start, CheckOptions{})
-			if fig.quiescence > groupTimeout+5*time.Second {
-				t.Errorf("locks or groups left %v after the last kill, want ≤ group timeout + 5s", fig.quiescence)
+			fig, _ := c.finishWith(start, CheckOptions{}, c.probeAccounts)
+			// A branch whose owner died keeps its group ROLLING_BACK
+			// until lost_after (the TxManager cannot tell a dead owner from
+			// a partitioned one), so the plan's figure is about locks on
+			// the participants; the whole group state must settle within
+			// T_rec (I6).
+			if fig.locksFree > groupTimeout+5*time.Second {
+				t.Errorf("transactions or lock waits left %v after the last kill, want ≤ group timeout + 5s", fig.locksFree)
+			}
+			if fig.quiescence > tRec {
+				t.Errorf("groups in doubt %v after the last kill, want ≤ %v", fig.quiescence, tRec)
 			}
 		})
 	}
