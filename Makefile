@@ -3,7 +3,7 @@ GO ?= go
 GOFLAGS ?=
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build demo test fuzz vet fmt-check tidy-check txmanager lcnctl ui-test bench chaos chaos-ci clean
+.PHONY: all build demo test unit fuzz vet fmt-check tidy-check txmanager lcnctl ui-test bench chaos chaos-ci clean
 
 all: build
 
@@ -14,10 +14,15 @@ build:
 demo:
 	$(GO) run ./cmd/lcndemo $(DEMO_ARGS)
 
-## test: gofmt and vet checks, then every test with the race detector.
-## Integration tests start private mariadbd/redis-server instances; they skip
-## loudly when the binaries are missing, and fail instead with LCN_REQUIRE_INTEGRATION=1.
-test: fmt-check vet
+## test: gofmt and vet checks, every test with the race detector (unit), then
+## the fault suite's CI tier (chaos-ci). Integration tests start private
+## mariadbd/redis-server instances; they skip loudly when the binaries are
+## missing, and fail instead with LCN_REQUIRE_INTEGRATION=1.
+test: unit chaos-ci
+
+## unit: gofmt and vet checks, then every test with the race detector
+## (minutes; the fault suite's scenarios are not included).
+unit: fmt-check vet
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 ## fuzz: run each fuzz target for FUZZTIME (one target per go test call).
@@ -34,6 +39,7 @@ fuzz:
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags $(CHAOS_TAGS) ./...
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -64,11 +70,13 @@ bench:
 
 ## chaos-ci: the fault suite's CI figures (build tag chaos); chaos: the nightly
 ## figures (CHAOS_SCALE times more work). Seeds are printed; CHAOS_SEED replays one.
+## CHAOS_OUT=dir keeps histories, node logs and dir/figures.txt.
 CHAOS_SCALE ?= 10
+CHAOS_TAGS = chaos
 chaos-ci:
-	$(GO) test -race -count=1 -tags chaos -v -timeout 40m ./chaos/
+	CHAOS_SCALE=1 $(GO) test -race -count=1 -tags $(CHAOS_TAGS) -v -timeout 40m ./chaos/
 chaos:
-	CHAOS_SCALE=$(CHAOS_SCALE) $(GO) test -race -count=1 -tags chaos -v -timeout 0 ./chaos/
+	CHAOS_SCALE=$(CHAOS_SCALE) $(GO) test -race -count=1 -tags $(CHAOS_TAGS) -v -timeout 0 ./chaos/
 
 clean:
 	rm -rf lcn-data ui-artifacts
