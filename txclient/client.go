@@ -112,7 +112,7 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{
 		cfg:     cfg,
 		log:     cfg.Logger.With("service", cfg.Service, "instance", cfg.Instance),
-		dialer:  &websocket.Dialer{HandshakeTimeout: cfg.RequestTimeout, TLSClientConfig: cfg.TLS},
+		dialer:  &websocket.Dialer{HandshakeTimeout: cfg.RequestTimeout, TLSClientConfig: cfg.TLS, NetDialContext: cfg.DialContext},
 		pending: make(map[uint64]chan *wire.Message),
 		connCh:  make(chan struct{}),
 		ctx:     ctx,
@@ -333,6 +333,15 @@ func (c *Client) readLoop(conn *clientConn) error {
 			return err
 		}
 		m, err := wire.Decode(frame)
+		if errors.Is(err, wire.ErrUnknownType) {
+			// A type this client does not know (a newer TxManager's, or
+			// a forged redirect such as TX-LCN's newTxManager): never
+			// acted on, and not a reason to end the session either, which
+			// would make the client reconnect. The client only ever
+			// connects to its configured ManagerURL.
+			c.log.Warn("ignored a message of unknown type from the TxManager", "err", err)
+			continue
+		}
 		if err != nil {
 			_ = conn.ws.WriteControl(websocket.CloseMessage,
 				websocket.FormatCloseMessage(websocket.CloseInvalidFramePayloadData, "malformed message"), time.Now().Add(time.Second))

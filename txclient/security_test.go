@@ -1,0 +1,137 @@
+package txclient
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golcn/golcn/internal/wire"
+)
+
+const g2 = "00112233445566778899aabbccddeeff"
+
+// countingDial is a Config.DialContext that counts its calls.
+func countingDial(n *atomic.Int32, local net.Addr) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := &net.Dialer{LocalAddr: local}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		n.Add(1)
+		return d.DialContext(ctx, network, addr)
+	}
+}
+
+// S13 "Redirect": a TxManager (or whoever controls its connection) pushes
+// TX-LCN newTxManager-style redirects and other messages of unknown types.
+// The client acts on none of them: it dials nowhere (0 connections to the
+// redirect target, 1 dial in all: no reconnection), its held branch is not
+// decided by a look-alike push, and the same session keeps serving
+// requests.
+func TestRedirectAndUnknownPushesIgnored(t *testing.T) {
+	// The redirect target: it must never see a connection.
+	evil, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evilAccepts atomic.Int32
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			conn, err := evil.Accept()
+			if err != nil {
+				return // closed
+			}
+			evilAccepts.Add(1)
+			_ = conn.Close()
+		}
+	}()
+	t.Cleanup(func() { _ = evil.Close(); wg.Wait() })
+	evilURL := "ws://" + evil.Addr().String() + "/v1/ws"
+
+	f := newFakeManager(t)
+	var dials atomic.Int32
+	c := newTestClient(t, f.url(), func(cfg *Config) {
+		cfg.DialContext = countingDial(&dials, nil)
+		cfg.AskInterval = time.Minute // no queries for the held branch during the test
+	})
+	f.expect(wire.TypeHello)
+	h := newFakeHeld()
+	c.Hold(g1, b1, h)
+
+	pushes := []string{
+		`{"v":1,"type":"newTxManager","url":%q}`,
+		`{"v":1,"type":"newTxManager","manager_url":%q,"instance":"svc-1"}`,
+		`{"v":1,"type":"redirect","reason":%q}`,
+		`{"v":1,"type":"reconnect","reason":%q,"held":[]}`,
+		// Looks like a decision for the held branch, but is no type of the protocol.
+		`{"v":1,"type":"Decision","group":"` + g1 + `","branch":"` + b1 + `","commit":true,"reason":%q}`,
+	}
+	const n = 100
+	for i := range n {
+		f.sendRaw(fmt.Appendf(nil, pushes[i%len(pushes)], evilURL))
+	}
+	// The answer to a request sent now comes after the 100 pushes on the same
+	// connection: once Begin has it, the client has read them all.
+	type begun struct {
+		g   *Group
+		err error
+	}
+	done := make(chan begun, 1)
+	go func() {
+		_, g, err := c.Begin(context.Background())
+		done <- begun{g, err}
+	}()
+	create := f.expect(wire.TypeCreate)
+	f.send(&wire.Message{Type: wire.TypeOK, ID: create.ID, Group: g2, Deadline: time.Now().Add(time.Minute).UnixMilli()})
+	b := <-done
+	if b.err != nil || b.g.ID() != g2 {
+		t.Fatalf("Begin after %d redirect/unknown pushes: %v, %v; want group %s", n, b.g, b.err, g2)
+	}
+	if got := dials.Load(); got != 1 {
+		t.Errorf("dials = %d after %d redirect/unknown pushes, want 1 (no reconnection)", got, n)
+	}
+	if got := len(f.accepted()); got != 1 {
+		t.Errorf("the TxManager accepted %d connections, want 1", got)
+	}
+	if got := evilAccepts.Load(); got != 0 {
+		t.Errorf("the redirect target got %d connections, want 0", got)
+	}
+	if cm, rb := h.counts(); cm != 0 || rb != 0 || c.Status().Held != 1 {
+		t.Errorf("held branch: commits %d rollbacks %d held %d after look-alike pushes, want 0, 0, 1", cm, rb, c.Status().Held)
+	}
+	// A real decision on the same session is still applied.
+	f.send(&wire.Message{Type: wire.TypeDecision, Group: g1, Branch: b1, Commit: true})
+	if ack := f.expect(wire.TypeAck); ack.Outcome != wire.OutcomeCommitted {
+		t.Fatalf("ack %+v, want committed", ack)
+	}
+	if got := dials.Load(); got != 1 {
+		t.Errorf("dials = %d at the end, want 1", got)
+	}
+}
+
+// Config.DialContext opens the connection to the TxManager: here it binds
+// the source address, which the TxManager sees.
+func TestDialContextChoosesSourceAddress(t *testing.T) {
+	src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}
+	probe, err := net.ListenTCP("tcp", src)
+	if err != nil {
+		t.Skipf("127.0.0.2 is not a local address here (%v)", err)
+	}
+	_ = probe.Close()
+	f := newFakeManager(t)
+	var dials atomic.Int32
+	newTestClient(t, f.url(), func(cfg *Config) { cfg.DialContext = countingDial(&dials, src) })
+	f.expect(wire.TypeHello)
+	got := f.accepted()
+	if len(got) != 1 || !strings.HasPrefix(got[0], "127.0.0.2:") {
+		t.Fatalf("the TxManager saw connections from %q, want one from 127.0.0.2", got)
+	}
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("DialContext called %d times, want 1", n)
+	}
+}
