@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -133,5 +135,64 @@ func TestDialContextChoosesSourceAddress(t *testing.T) {
 	}
 	if n := dials.Load(); n != 1 {
 		t.Fatalf("DialContext called %d times, want 1", n)
+	}
+}
+
+// S13 "Header trust", the middleware's part: a group id read off the wire
+// reaches the handler only once the TxManager answers ACTIVE. Every other
+// state is refused with 409, an unknown group with 409, an unanswered
+// query with 503, and the handler (which would open the local
+// transaction) is not called for any of them.
+func TestMiddlewareRefusesUntilConfirmedActive(t *testing.T) {
+	f := newFakeManager(t)
+	c := newTestClient(t, f.url(), func(cfg *Config) { cfg.RequestTimeout = 300 * time.Millisecond })
+	f.expect(wire.TypeHello)
+	var calls atomic.Int32
+	h := c.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
+	do := func(id string) chan int {
+		code := make(chan int, 1)
+		go func() {
+			req := httptest.NewRequest(http.MethodPost, "/", nil)
+			req.Header.Set(Header, id)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			code <- rec.Code
+		}()
+		return code
+	}
+	for i, st := range []string{"PREPARING", "COMMITTING", "COMMITTED", "ROLLING_BACK", "ROLLED_BACK", "", "UNKNOWN_STATE"} {
+		id := fmt.Sprintf("%032x", i+1)
+		code := do(id)
+		q := f.expect(wire.TypeQuery)
+		if q.Group != id {
+			t.Fatalf("queried group %s, want %s", q.Group, id)
+		}
+		f.send(&wire.Message{Type: wire.TypeOK, ID: q.ID, Group: id, State: st, Deadline: time.Now().Add(time.Minute).UnixMilli()})
+		if got := <-code; got != http.StatusConflict {
+			t.Errorf("group in state %q: status %d, want 409", st, got)
+		}
+	}
+	// Unknown to the TxManager.
+	code := do(g1)
+	q := f.expect(wire.TypeQuery)
+	f.send(wire.Errorf(q.ID, wire.CodeNotFound, "unknown group"))
+	if got := <-code; got != http.StatusConflict {
+		t.Errorf("unknown group: status %d, want 409", got)
+	}
+	// The TxManager does not answer: not confirmed, so not admitted.
+	code = do(g2)
+	f.expect(wire.TypeQuery)
+	if got := <-code; got != http.StatusServiceUnavailable {
+		t.Errorf("unanswered query: status %d, want 503", got)
+	}
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("handler called %d times for unconfirmed groups, want 0", n)
+	}
+	// Confirmed ACTIVE: admitted.
+	code = do(g2)
+	q = f.expect(wire.TypeQuery)
+	f.send(&wire.Message{Type: wire.TypeOK, ID: q.ID, Group: g2, State: "ACTIVE", Deadline: time.Now().Add(time.Minute).UnixMilli()})
+	if got := <-code; got != http.StatusOK || calls.Load() != 1 {
+		t.Fatalf("ACTIVE group: status %d, handler calls %d; want 200, 1", got, calls.Load())
 	}
 }
