@@ -98,6 +98,8 @@ func TestS12Partitions(t *testing.T) {
 	if dl, ok := t.Deadline(); ok {
 		// Leave the outer run time to report an inner timeout.
 		args = append(args, "-test.timeout="+(time.Until(dl)-30*time.Second).Round(time.Second).String())
+	} else {
+		args = append(args, "-test.timeout=0")
 	}
 	cmd := exec.Command("ip", args...)
 	cmd.Env = append(os.Environ(), netnsEnv+"="+ns)
