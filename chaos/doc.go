@@ -71,7 +71,7 @@
 // cluster with each service on its own loopback address (svc-a 127.0.0.2,
 // svc-b 127.0.0.3, svc-c 127.0.0.4: it serves there, and its connections to
 // the TxManager and its peers leave from there through
-// txclient.Config.DialContext; the TxManager, MariaDB, Redis and the
+// txclient.Config.Dialer; the TxManager, MariaDB, Redis and the
 // workers stay on 127.0.0.1). A partition isolates one service with
 // nftables drop rules in the output hook (established connections hang;
 // nothing is reset): symmetric ones cut it from the TxManager and from the

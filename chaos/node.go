@@ -281,7 +281,7 @@ func runSvc(ctx context.Context, log *slog.Logger) error {
 	}
 	client, err := txclient.New(txclient.Config{ManagerURL: os.Getenv(envTMURL), Service: s.name, Token: os.Getenv(envToken),
 		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 500 * time.Millisecond, AskInterval: time.Second,
-		RequestTimeout: 3 * time.Second, DialContext: dialer.DialContext, Logger: log})
+		RequestTimeout: 3 * time.Second, Dialer: dialer, Logger: log})
 	if err != nil {
 		return fmt.Errorf("txclient: %w", err)
 	}

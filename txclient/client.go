@@ -112,12 +112,15 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{
 		cfg:     cfg,
 		log:     cfg.Logger.With("service", cfg.Service, "instance", cfg.Instance),
-		dialer:  &websocket.Dialer{HandshakeTimeout: cfg.RequestTimeout, TLSClientConfig: cfg.TLS, NetDialContext: cfg.DialContext},
+		dialer:  &websocket.Dialer{HandshakeTimeout: cfg.RequestTimeout, TLSClientConfig: cfg.TLS},
 		pending: make(map[uint64]chan *wire.Message),
 		connCh:  make(chan struct{}),
 		ctx:     ctx,
 		cancel:  cancel,
 		now:     time.Now,
+	}
+	if cfg.Dialer != nil {
+		c.dialer.NetDialContext = cfg.Dialer.DialContext
 	}
 	c.reg = newRegistry(c)
 	c.wg.Add(2)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,13 +18,13 @@ import (
 
 const g2 = "00112233445566778899aabbccddeeff"
 
-// countingDial is a Config.DialContext that counts its calls.
-func countingDial(n *atomic.Int32, local net.Addr) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	d := &net.Dialer{LocalAddr: local}
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+// countingDialer is a Config.Dialer (bound to local, if not nil) that
+// counts the sockets it connects.
+func countingDialer(n *atomic.Int32, local net.Addr) *net.Dialer {
+	return &net.Dialer{LocalAddr: local, Control: func(string, string, syscall.RawConn) error {
 		n.Add(1)
-		return d.DialContext(ctx, network, addr)
-	}
+		return nil
+	}}
 }
 
 // S13 "Redirect": a TxManager (or whoever controls its connection) pushes
@@ -58,7 +59,7 @@ func TestRedirectAndUnknownPushesIgnored(t *testing.T) {
 	f := newFakeManager(t)
 	var dials atomic.Int32
 	c := newTestClient(t, f.url(), func(cfg *Config) {
-		cfg.DialContext = countingDial(&dials, nil)
+		cfg.Dialer = countingDialer(&dials, nil)
 		cfg.AskInterval = time.Minute // no queries for the held branch during the test
 	})
 	f.expect(wire.TypeHello)
@@ -116,9 +117,9 @@ func TestRedirectAndUnknownPushesIgnored(t *testing.T) {
 	}
 }
 
-// Config.DialContext opens the connection to the TxManager: here it binds
+// Config.Dialer opens the connection to the TxManager: here it binds
 // the source address, which the TxManager sees.
-func TestDialContextChoosesSourceAddress(t *testing.T) {
+func TestDialerChoosesSourceAddress(t *testing.T) {
 	src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}
 	probe, err := net.ListenTCP("tcp", src)
 	if err != nil {
@@ -127,14 +128,14 @@ func TestDialContextChoosesSourceAddress(t *testing.T) {
 	_ = probe.Close()
 	f := newFakeManager(t)
 	var dials atomic.Int32
-	newTestClient(t, f.url(), func(cfg *Config) { cfg.DialContext = countingDial(&dials, src) })
+	newTestClient(t, f.url(), func(cfg *Config) { cfg.Dialer = countingDialer(&dials, src) })
 	f.expect(wire.TypeHello)
 	got := f.accepted()
 	if len(got) != 1 || !strings.HasPrefix(got[0], "127.0.0.2:") {
 		t.Fatalf("the TxManager saw connections from %q, want one from 127.0.0.2", got)
 	}
 	if n := dials.Load(); n != 1 {
-		t.Fatalf("DialContext called %d times, want 1", n)
+		t.Fatalf("Dialer connected %d sockets, want 1", n)
 	}
 }
 
