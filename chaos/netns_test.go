@@ -180,12 +180,18 @@ func runS12(t *testing.T) {
 		for _, i := range rng.Perm(plan.partitions)[:plan.asym] {
 			asym[i] = true
 		}
+		var order []int
 		next := time.Now().Add(3 * time.Second) // warm-up
 		for i := range plan.partitions {
 			if !sleepUntil(ctx, next) {
 				return
 			}
-			vi := rng.IntN(len(services))
+			// Victims in rounds of a shuffled order: every service is
+			// isolated once every three partitions.
+			if i%len(services) == 0 {
+				order = rng.Perm(len(services))
+			}
+			vi := order[i%len(services)]
 			victim := services[vi]
 			rules := partitionRules(svcIP(vi), tmPort, asym[i])
 			kind := "symmetric"
