@@ -200,7 +200,16 @@ type clusterOpts struct {
 	lostAfter   time.Duration     // TxManager lost_after
 	fail        map[string]string // service -> CHAOS_FAIL
 	waitOutcome bool              // the initiator waits for the applied outcome (lcn)
+	// ownAddrs gives each service its own loopback address (svc-a
+	// 127.0.0.2, svc-b 127.0.0.3, svc-c 127.0.0.4): it serves there and its
+	// connections to the TxManager and to its peers leave from there (S12
+	// tells them apart by address). The TxManager, MariaDB, Redis and the
+	// harness stay on 127.0.0.1.
+	ownAddrs bool
 }
+
+// svcIP is the loopback address of the i-th service under ownAddrs.
+func svcIP(i int) string { return "127.0.0." + strconv.Itoa(2+i) }
 
 func newCluster(t *testing.T, name string, o clusterOpts) *cluster {
 	t.Helper()
@@ -257,8 +266,12 @@ func newCluster(t *testing.T, name string, o clusterOpts) *cluster {
 
 	addrs := map[string]string{}
 	var peers []string
-	for _, s := range services {
-		addrs[s] = "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
+	for i, s := range services {
+		ip := "127.0.0.1"
+		if o.ownAddrs {
+			ip = svcIP(i)
+		}
+		addrs[s] = ip + ":" + strconv.Itoa(testenv.FreePort(t))
 		peers = append(peers, s+"=http://"+addrs[s])
 	}
 	for i, s := range services {
@@ -273,6 +286,9 @@ func newCluster(t *testing.T, name string, o clusterOpts) *cluster {
 		}
 		if o.waitOutcome {
 			env = append(env, envWaitOutcom+"=1")
+		}
+		if o.ownAddrs {
+			env = append(env, envBind+"="+svcIP(i))
 		}
 		c.svcs[s] = &node{name: s, addr: addrs[s], health: "/healthz", logPath: filepath.Join(c.dir, s+".log"), delay: time.Second, env: env, armed: o.fail[s] != ""}
 	}

@@ -47,6 +47,7 @@ const (
 	envFail       = "CHAOS_FAIL"         // svc: failpoint name:probability
 	envSeed       = "CHAOS_SEED"         // svc: seed of the failpoint draws
 	envWaitOutcom = "CHAOS_WAIT_OUTCOME" // svc: "1": the initiator waits for the applied outcome
+	envBind       = "CHAOS_BIND"         // svc: source IP of its connections to the TxManager and its peers ("": the system's choice)
 )
 
 // Node failpoints: a participant or initiator process SIGKILLs itself at an
@@ -261,8 +262,23 @@ func runSvc(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// With CHAOS_BIND the service's own connections (to the TxManager and
+	// to its peers) leave from that address, so that a partition (S12) can
+	// tell the services apart on one loopback interface.
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	var base http.RoundTripper
+	if b := os.Getenv(envBind); b != "" {
+		ip := net.ParseIP(b)
+		if ip == nil {
+			return fmt.Errorf("%s=%q: not an IP address", envBind, b)
+		}
+		dialer.LocalAddr = &net.TCPAddr{IP: ip}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.DialContext = dialer.DialContext
+		base = tr
+	}
 	s := &svc{name: os.Getenv(envService), peers: map[string]string{}, fp: fp, wait: os.Getenv(envWaitOutcom) == "1", log: log,
-		hc: &http.Client{Transport: txclient.Transport(nil), Timeout: 6 * time.Second}}
+		hc: &http.Client{Transport: txclient.Transport(base), Timeout: 6 * time.Second}}
 	for _, kv := range strings.Split(os.Getenv(envPeers), ",") {
 		if k, v, ok := strings.Cut(kv, "="); ok {
 			s.peers[k] = v
@@ -270,7 +286,7 @@ func runSvc(ctx context.Context, log *slog.Logger) error {
 	}
 	client, err := txclient.New(txclient.Config{ManagerURL: os.Getenv(envTMURL), Service: s.name, Token: os.Getenv(envToken),
 		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 500 * time.Millisecond, AskInterval: time.Second,
-		RequestTimeout: 3 * time.Second, Logger: log})
+		RequestTimeout: 3 * time.Second, Dialer: dialer, Logger: log})
 	if err != nil {
 		return fmt.Errorf("txclient: %w", err)
 	}

@@ -119,6 +119,9 @@ func New(cfg Config) (*Client, error) {
 		cancel:  cancel,
 		now:     time.Now,
 	}
+	if cfg.Dialer != nil {
+		c.dialer.NetDialContext = cfg.Dialer.DialContext
+	}
 	c.reg = newRegistry(c)
 	c.wg.Add(2)
 	go func() { defer c.wg.Done(); c.connectLoop() }()
@@ -333,6 +336,15 @@ func (c *Client) readLoop(conn *clientConn) error {
 			return err
 		}
 		m, err := wire.Decode(frame)
+		if errors.Is(err, wire.ErrUnknownType) {
+			// A type this client does not know (a newer TxManager's, or
+			// a forged redirect such as TX-LCN's newTxManager): never
+			// acted on, and not a reason to end the session either, which
+			// would make the client reconnect. The client only ever
+			// connects to its configured ManagerURL.
+			c.log.Warn("ignored a message of unknown type from the TxManager", "err", err)
+			continue
+		}
 		if err != nil {
 			_ = conn.ws.WriteControl(websocket.CloseMessage,
 				websocket.FormatCloseMessage(websocket.CloseInvalidFramePayloadData, "malformed message"), time.Now().Add(time.Second))

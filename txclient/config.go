@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -29,6 +30,14 @@ type Config struct {
 	// TLS configures wss:// connections (trusted roots, a client
 	// certificate). Nil means the system roots and no client certificate.
 	TLS *tls.Config
+	// Dialer, if set, opens the TCP connection to the TxManager's host
+	// instead of a zero net.Dialer: for example with LocalAddr set, to
+	// choose the source address on a multi-homed host, or with Control, to
+	// set socket options. The websocket handshake, and TLS for wss:// URLs,
+	// run on top of the connection it opens. It is used for every
+	// (re)connect, with a context bounded by RequestTimeout. Nil: a zero
+	// net.Dialer.
+	Dialer *net.Dialer
 	// RequestTimeout bounds each request to the TxManager when the caller's
 	// context has no earlier deadline. Default 10s.
 	RequestTimeout time.Duration
@@ -108,7 +117,7 @@ func (c Config) Validate() error {
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("manager_url", c.ManagerURL), slog.String("service", c.Service), slog.String("instance", c.Instance),
-		slog.String("token", redact(c.Token)), slog.Bool("tls", c.TLS != nil),
+		slog.String("token", redact(c.Token)), slog.Bool("tls", c.TLS != nil), slog.Bool("custom_dialer", c.Dialer != nil),
 		slog.Duration("request_timeout", c.RequestTimeout), slog.Duration("group_timeout", c.GroupTimeout),
 		slog.Duration("ask_interval", c.AskInterval), slog.Duration("apply_timeout", c.ApplyTimeout))
 }

@@ -39,4 +39,11 @@
 // while it is unreachable; it never decides by its own clock. After a
 // reconnect the client lists the branches it holds and the TxManager sends
 // their decisions again.
+//
+// The client only ever connects to its configured ManagerURL (through
+// Config.Dialer, if set). A message from the TxManager of a type the
+// protocol does not have (a newer TxManager's, or a redirect such as
+// TX-LCN's newTxManager) is logged and ignored: it is not acted on and does
+// not end the session. Any other malformed frame ends the session, and the
+// client reconnects to ManagerURL.
 package txclient

@@ -28,10 +28,11 @@ type fakeManager struct {
 	recv  chan *wire.Message
 	conns chan *websocket.Conn
 
-	mu  sync.Mutex // guards cur
-	cur *websocket.Conn
-	wmu sync.Mutex // serialises writes to cur
-	wg  sync.WaitGroup
+	mu      sync.Mutex // guards cur, remotes
+	cur     *websocket.Conn
+	remotes []string   // RemoteAddr of every accepted connection
+	wmu     sync.Mutex // serialises writes to cur
+	wg      sync.WaitGroup
 }
 
 func newFakeManager(t *testing.T) *fakeManager {
@@ -44,6 +45,7 @@ func newFakeManager(t *testing.T) *fakeManager {
 		}
 		f.mu.Lock()
 		f.cur = ws
+		f.remotes = append(f.remotes, r.RemoteAddr)
 		f.mu.Unlock()
 		f.wg.Add(1)
 		go func() {
@@ -80,6 +82,11 @@ func (f *fakeManager) send(m *wire.Message) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	f.sendRaw(frame)
+}
+
+// sendRaw writes frame as it is on the current connection.
+func (f *fakeManager) sendRaw(frame []byte) {
 	f.mu.Lock()
 	ws := f.cur
 	f.mu.Unlock()
@@ -88,6 +95,13 @@ func (f *fakeManager) send(m *wire.Message) {
 	if err := ws.WriteMessage(websocket.TextMessage, frame); err != nil {
 		f.t.Logf("fake manager write: %v", err)
 	}
+}
+
+// accepted returns the remote addresses of the connections accepted so far.
+func (f *fakeManager) accepted() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.remotes...)
 }
 
 // dropConn cuts the current connection, as a crashed TxManager would.

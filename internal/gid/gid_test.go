@@ -1,10 +1,13 @@
 package gid_test
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"regexp"
 	"strings"
 	"testing"
+	"testing/cryptotest"
 
 	"github.com/golcn/golcn/internal/gid"
 )
@@ -36,6 +39,34 @@ func TestNewIsCanonicalAndDistinct(t *testing.T) {
 			t.Fatalf("New() repeated %q after %d ids", id, i)
 		}
 		seen[id] = struct{}{}
+	}
+}
+
+// TestNewIs128BitsOfCryptoRand (S13 "group-id guessing": ids are 128-bit
+// crypto/rand): with crypto/rand's source made deterministic, each id is
+// exactly the hex of the next 16 bytes crypto/rand gives, so an id holds
+// 128 bits from crypto/rand and nothing else (no clock, counter or
+// math/rand).
+func TestNewIs128BitsOfCryptoRand(t *testing.T) {
+	for _, seed := range []uint64{1, 2, 0xdeadbeef} {
+		cryptotest.SetGlobalRandom(t, seed)
+		var want [3][16]byte
+		for i := range want {
+			if _, err := rand.Read(want[i][:]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cryptotest.SetGlobalRandom(t, seed) // the same stream again
+		for i := range want {
+			id := gid.New()
+			raw, err := hex.DecodeString(id)
+			if err != nil || len(raw) != 16 {
+				t.Fatalf("seed %d: New() = %q: not the hex of 16 bytes (%v)", seed, id, err)
+			}
+			if w := hex.EncodeToString(want[i][:]); id != w {
+				t.Fatalf("seed %d, id %d: New() = %s, want %s (the next 16 bytes of crypto/rand)", seed, i, id, w)
+			}
+		}
 	}
 }
 

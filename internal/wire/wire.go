@@ -113,6 +113,38 @@ const maxText = 1024
 // ErrMalformed is wrapped by every error Decode returns.
 var ErrMalformed = errors.New("wire: malformed message")
 
+// ErrUnknownType is wrapped, besides ErrMalformed, by Decode's error for a
+// frame of this protocol version whose type is not one of the Type
+// constants (a newer peer's message, or a redirect such as TX-LCN's
+// newTxManager, which this protocol does not have). Such a frame is never
+// acted on; a receiver may ignore it rather than end the session.
+var ErrUnknownType = errors.New("wire: unknown type")
+
+// knownType reports whether t is one of the Type constants.
+func knownType(t Type) bool {
+	switch t {
+	case TypeHello, TypeCreate, TypeQuery, TypeJoin, TypeVote, TypeDecide, TypeAck,
+		TypeDecision, TypePrepare, TypePrepared, TypeOK, TypeError:
+		return true
+	}
+	return false
+}
+
+// unknownType returns an error wrapping ErrUnknownType if frame is an
+// object of this version with a non-empty type that is not known, and nil
+// otherwise. It runs only on frames Decode already refused, to classify
+// them, so its lenient parse never admits anything.
+func unknownType(frame []byte) error {
+	var env struct {
+		V    int  `json:"v"`
+		Type Type `json:"type"`
+	}
+	if err := json.Unmarshal(frame, &env); err != nil || env.V != Version || env.Type == "" || knownType(env.Type) {
+		return nil
+	}
+	return fmt.Errorf("%w: %w %q", ErrMalformed, ErrUnknownType, env.Type)
+}
+
 // Encode returns m's frame. It sets V to Version and cuts a Reason longer
 // than the decoder accepts (at a rune boundary), so that free text from a
 // peer can never make an answer undecodable.
@@ -206,6 +238,9 @@ func Decode(frame []byte) (*Message, error) {
 	dec.DisallowUnknownFields()
 	var m Message
 	if err := dec.Decode(&m); err != nil {
+		if uerr := unknownType(frame); uerr != nil {
+			return nil, fmt.Errorf("%w (%v)", uerr, err)
+		}
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
@@ -319,8 +354,10 @@ func (m *Message) Validate() error {
 			return bad("code is required")
 		}
 		return nil
-	default:
+	case "":
 		return fmt.Errorf("%w: unknown type %q", ErrMalformed, m.Type)
+	default:
+		return fmt.Errorf("%w: %w %q", ErrMalformed, ErrUnknownType, m.Type)
 	}
 }
 

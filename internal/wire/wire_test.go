@@ -599,3 +599,39 @@ func TestHelloRejectsSlashInNames(t *testing.T) {
 		t.Fatalf("plain hello refused: %v", err)
 	}
 }
+
+// TestDecodeClassifiesUnknownType: a frame of this version with a type
+// the protocol does not have is refused (ErrMalformed) and marked
+// ErrUnknownType, whatever its other members, so that a receiver can ignore
+// it; every other refusal is not marked.
+func TestDecodeClassifiesUnknownType(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		frame   string
+		unknown bool
+	}{
+		{"TX-LCN redirect", msg(`"type":"newTxManager","url":"ws://evil.example/v1/ws"`), true},
+		{"redirect with known members", msg(`"type":"redirect","group":"` + gID + `","commit":true`), true},
+		{"bare unknown type", msg(`"type":"nope","id":1`), true},
+		{"upper-case known type", msg(`"type":"DECISION","group":"` + gID + `","branch":"` + bID + `"`), true},
+		{"missing type", msg(`"id":1`), false},
+		{"empty type with unknown member", msg(`"type":"","url":"x"`), false},
+		{"known type, unknown member", msg(`"type":"decision","group":"` + gID + `","branch":"` + bID + `","url":"x"`), false},
+		{"known type, invalid", msg(`"type":"decision","id":3,"group":"` + gID + `","branch":"` + bID + `"`), false},
+		{"unknown type of another version", `{"v":2,"type":"newTxManager"}`, false},
+		{"not an object", `["newTxManager"]`, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := wire.Decode([]byte(tt.frame))
+			if err == nil {
+				t.Fatalf("Decode(%s) = %+v, want an error", tt.frame, m)
+			}
+			if !errors.Is(err, wire.ErrMalformed) {
+				t.Errorf("Decode(%s): %v does not wrap ErrMalformed", tt.frame, err)
+			}
+			if got := errors.Is(err, wire.ErrUnknownType); got != tt.unknown {
+				t.Errorf("Decode(%s): %v; wraps ErrUnknownType = %v, want %v", tt.frame, err, got, tt.unknown)
+			}
+		})
+	}
+}
