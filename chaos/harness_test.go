@@ -666,6 +666,13 @@ func (c *cluster) finishWith(start time.Time, opt CheckOptions, afterQuiesce fun
 		c.t.Fatalf("gather facts: %v", err)
 	}
 	rep := Check(facts, opt)
+	// The nodes are this test binary, built with -race: a race report in a
+	// node's log fails the scenario like one in the test process.
+	for _, n := range append([]*node{c.tm}, c.svcs["svc-a"], c.svcs["svc-b"], c.svcs["svc-c"]) {
+		if b, err := os.ReadFile(n.logPath); err == nil && bytes.Contains(b, []byte("WARNING: DATA RACE")) {
+			c.t.Errorf("data race reported in %s's log %s", n.name, n.logPath)
+		}
+	}
 	c.errMu.Lock()
 	for _, e := range c.errs {
 		c.t.Errorf("harness: %v", e)

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/golcn/golcn/internal/failpoint"
 	"github.com/golcn/golcn/internal/gid"
 	"github.com/golcn/golcn/internal/wire"
 )
@@ -227,8 +228,11 @@ func (s *Server) stepGroup(ctx context.Context, ev Event) (Reply, *Group, error)
 			ev.Absent = s.absentOwners(g)
 		}
 		res := Step(g, ev)
-		raced := false
+		raced, committed := false, false
 		for _, t := range res.Transitions {
+			if t.Kind == TransDecide && t.GroupTo == GroupCommitting {
+				failpoint.Hit(failpoint.BeforeCommitDecide, "group="+t.Group)
+			}
 			after, err := s.store.Apply(ctx, t)
 			if err != nil {
 				if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {
@@ -241,6 +245,7 @@ func (s *Server) stepGroup(ctx context.Context, ev Event) (Reply, *Group, error)
 			s.metrics.observeTransition(t, after, s.now())
 			s.logTransition(t, after)
 			if t.Kind == TransDecide {
+				committed = committed || t.GroupTo == GroupCommitting
 				if t.GroupTo != GroupPreparing {
 					defer s.notifyDecided(t.Group) // after the pushes below
 				}
@@ -250,7 +255,13 @@ func (s *Server) stepGroup(ctx context.Context, ev Event) (Reply, *Group, error)
 		if raced {
 			continue
 		}
+		if committed {
+			failpoint.Hit(failpoint.AfterCommitDecide, "group="+ev.Group)
+		}
 		s.dispatch(res.Sends)
+		if committed {
+			failpoint.Hit(failpoint.AfterCommitNotify, "group="+ev.Group)
+		}
 		return res.Reply, g, nil
 	}
 	return Reply{}, nil, fmt.Errorf("%w: group %s: %d compare-and-set conflicts in a row", errUnavailable, ev.Group, attempts)
@@ -312,7 +323,14 @@ func (s *Server) create(ctx context.Context, service, instance string, timeout t
 // whose owner is not connected, or whose push is lost, is reached by the
 // retrier or by the owner's resync when it reconnects.
 func (s *Server) dispatch(sends []Send) {
-	for _, d := range sends {
+	for i, d := range sends {
+		if i == 1 && !d.Prepare { // one decision push handed over, others to go
+			if d.Commit {
+				failpoint.Hit(failpoint.MidCommitNotify, "group="+d.Group)
+			} else {
+				failpoint.Hit(failpoint.MidRollbackNotify, "group="+d.Group)
+			}
+		}
 		s.mu.Lock()
 		ss := s.sessions[d.Instance]
 		if d.Orphan {
