@@ -72,7 +72,7 @@ bench:
 ## figures (CHAOS_SCALE times more work). Seeds are printed; CHAOS_SEED replays one.
 ## CHAOS_OUT=dir keeps histories, node logs and dir/figures.txt.
 CHAOS_SCALE ?= 10
-CHAOS_TAGS = chaos
+CHAOS_TAGS = chaos,failpoint
 chaos-ci:
 	CHAOS_SCALE=1 $(GO) test -race -count=1 -tags $(CHAOS_TAGS) -v -timeout 40m ./chaos/
 chaos:

@@ -62,6 +62,12 @@ type CheckOptions struct {
 	// not a violation if the TxManager lists it as needing attention and the
 	// client was not told ok.
 	FlaggedPartialsAllowed bool
+	// LostRecordsAllowed: the store lost its data (S9d), so a group the
+	// TxManager does not know may have committed before the loss. Such a
+	// group is not a violation when all its legs or none are applied and
+	// the client was not told fail with legs applied; a partial one still
+	// is (I3).
+	LostRecordsAllowed bool
 }
 
 // Violation is one broken invariant. Severity orders violations for the
@@ -88,7 +94,10 @@ type Report struct {
 	// FlaggedPartials counts partial groups listed as needing attention
 	// (allowed only with FlaggedPartialsAllowed).
 	FlaggedPartials int
-	OK, Fail, Info  int
+	// LostWhole counts groups unknown to the TxManager (record lost with
+	// the store) applied whole (allowed only with LostRecordsAllowed).
+	LostWhole      int
+	OK, Fail, Info int
 }
 
 // First returns the earliest violation.
@@ -115,7 +124,7 @@ func (r Report) Worst() (Violation, bool) {
 // Summary is the one-paragraph verdict with the first and worst violation.
 func (r Report) Summary() string {
 	if len(r.Violations) == 0 {
-		return fmt.Sprintf("0 violations (ok %d, fail %d, info %d, flagged partials %d)", r.OK, r.Fail, r.Info, r.FlaggedPartials)
+		return fmt.Sprintf("0 violations (ok %d, fail %d, info %d, flagged partials %d, lost records applied whole %d)", r.OK, r.Fail, r.Info, r.FlaggedPartials, r.LostWhole)
 	}
 	first, _ := r.First()
 	worst, _ := r.Worst()
@@ -235,7 +244,9 @@ func Check(f Facts, opt CheckOptions) Report {
 				add("I5", group, o.Op, o.Invoke, "client told fail, TxManager COMMITTED")
 			}
 		case "":
-			if n != 0 {
+			if n == want && opt.LostRecordsAllowed {
+				rep.LostWhole++
+			} else if n != 0 {
 				add("I5", group, o.Op, o.Invoke, "%d legs applied for a group the TxManager does not know", n)
 			}
 		default:

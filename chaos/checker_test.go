@@ -113,6 +113,26 @@ func TestCheckFlaggedPartialAllowedInLCN(t *testing.T) {
 	}
 }
 
+// A group whose record the store lost (S9d) may be applied whole or not at
+// all, never partly, and only with LostRecordsAllowed.
+func TestCheckLostRecordsAllowed(t *testing.T) {
+	f := bankFacts()
+	delete(f.TM, "g1") // committed, record lost with the store
+	rep := Check(f, CheckOptions{LostRecordsAllowed: true})
+	if len(rep.Violations) != 0 || rep.LostWhole != 1 {
+		t.Fatalf("lost whole %d, %s", rep.LostWhole, rep.Summary())
+	}
+	if rep := Check(f, CheckOptions{}); len(rep.Violations) == 0 {
+		t.Fatal("a group unknown to the TxManager with legs applied must be a violation without LostRecordsAllowed")
+	}
+	f.Ledger = f.Ledger[1:] // and now partial
+	f.Balances["bank_a"][1] += 10
+	f.Balances["bank_c"][1] -= 10
+	if rep := Check(f, CheckOptions{LostRecordsAllowed: true}); len(rep.Violations) == 0 {
+		t.Fatal("a partial group is a violation even when records may be lost")
+	}
+}
+
 func TestHistoryRoundTrip(t *testing.T) {
 	h, err := OpenHistory(filepath.Join(t.TempDir(), "h.jsonl"))
 	if err != nil {

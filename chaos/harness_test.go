@@ -87,6 +87,7 @@ type node struct {
 	armed   bool          // a failpoint may kill it at any time, even while starting
 
 	mu       sync.Mutex
+	onDeath  func() // run by the supervisor after each death, before the restart
 	pid      int
 	done     chan struct{} // closed when the current process exited
 	byHarnes bool          // the current process was killed by the nemesis
@@ -103,7 +104,9 @@ func (n *node) start(stop <-chan struct{}) error {
 	}
 	defer logf.Close()
 	cmd := exec.Command(exe, "-test.run=^$")
+	n.mu.Lock()
 	cmd.Env = append(os.Environ(), n.env...)
+	n.mu.Unlock()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -153,6 +156,28 @@ func (n *node) signal(sig syscall.Signal, byHarness bool) {
 	}
 }
 
+// setEnv replaces the environment variable name=value of the node's next
+// start (appending it if it was not set).
+func (n *node) setEnv(name, value string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for i, kv := range n.env {
+		if strings.HasPrefix(kv, name+"=") {
+			n.env[i] = name + "=" + value
+			return
+		}
+	}
+	n.env = append(n.env, name+"="+value)
+}
+
+// setOnDeath sets the function the supervisor runs after each death of the
+// node, before restarting it.
+func (n *node) setOnDeath(f func()) {
+	n.mu.Lock()
+	n.onDeath = f
+	n.mu.Unlock()
+}
+
 func (n *node) current() (chan struct{}, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -187,6 +212,7 @@ type cluster struct {
 	readerMu sync.Mutex
 	reader   []Violation
 	acks     map[string]ack // ok ops not yet seen whole by the reader (I7)
+	links    map[string]*link
 }
 
 type ack struct {
@@ -206,6 +232,15 @@ type clusterOpts struct {
 	// tells them apart by address). The TxManager, MariaDB, Redis and the
 	// harness stay on 127.0.0.1.
 	ownAddrs bool
+	// tmEnv is added to the TxManager's environment (e.g. TXM_FAILPOINT);
+	// with it the TxManager counts as armed (it may die while starting)
+	// and restarts 1 s after each death (RELIABILITY.md S4).
+	tmEnv []string
+	// links puts the connections through the embedded Toxiproxy
+	// (toxi_test.go): the TxManager reaches Redis through link "redis",
+	// and each service reaches the TxManager through link "<service>"
+	// (cluster.links).
+	links bool
 }
 
 // svcIP is the loopback address of the i-th service under ownAddrs.
@@ -260,9 +295,26 @@ func newCluster(t *testing.T, name string, o clusterOpts) *cluster {
 		lost = 10 * time.Second
 	}
 	tmAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
+	redisAddr, tmURL := c.rds.Addr, map[string]string{}
+	for _, s := range services {
+		tmURL[s] = "ws://" + tmAddr + "/v1/ws"
+	}
+	if o.links {
+		tl := newLinks(t)
+		c.links = map[string]*link{"redis": tl.add(t, "redis", c.rds.Addr)}
+		redisAddr = c.links["redis"].Addr()
+		for _, s := range services {
+			c.links[s] = tl.add(t, s, tmAddr)
+			tmURL[s] = "ws://" + c.links[s].Addr() + "/v1/ws"
+		}
+	}
 	c.tm = &node{name: "tm", addr: tmAddr, health: "/healthz", logPath: filepath.Join(c.dir, "tm.log"), delay: 500 * time.Millisecond,
-		env: []string{RoleEnv + "=tm", envListen + "=" + tmAddr, envRedis + "=" + c.rds.Addr, envPrefix + "=" + prefix,
+		env: []string{RoleEnv + "=tm", envListen + "=" + tmAddr, envRedis + "=" + redisAddr, envPrefix + "=" + prefix,
 			envCreds + "=" + strings.Join(creds, ","), envGroupTO + "=" + groupTimeout.String(), envLostAfter + "=" + lost.String()}}
+	if len(o.tmEnv) > 0 {
+		c.tm.env = append(c.tm.env, o.tmEnv...)
+		c.tm.armed, c.tm.delay = true, time.Second
+	}
 
 	addrs := map[string]string{}
 	var peers []string
@@ -279,7 +331,7 @@ func newCluster(t *testing.T, name string, o clusterOpts) *cluster {
 		c.schemas = append(c.schemas, schema)
 		dsn := c.createSchema(schema)
 		env := []string{RoleEnv + "=svc", envListen + "=" + addrs[s], envService + "=" + s, envToken + "=" + tokens[s],
-			envTMURL + "=ws://" + tmAddr + "/v1/ws", envDSN + "=" + dsn, envMode + "=" + o.mode,
+			envTMURL + "=" + tmURL[s], envDSN + "=" + dsn, envMode + "=" + o.mode,
 			envPeers + "=" + strings.Join(peers, ","), envSeed + "=" + strconv.FormatUint(c.seed+uint64(i), 10)}
 		if f := o.fail[s]; f != "" {
 			env = append(env, envFail+"="+f)
@@ -347,6 +399,12 @@ func (c *cluster) supervise(n *node) {
 		}
 		if _, byHarness := n.current(); !byHarness {
 			c.fault(n.name + " died (failpoint)")
+		}
+		n.mu.Lock()
+		onDeath := n.onDeath
+		n.mu.Unlock()
+		if onDeath != nil {
+			onDeath()
 		}
 		select {
 		case <-c.stop:

@@ -234,3 +234,19 @@ func (r *Redis) destroy() error {
 	}
 	return errors.Join(errs...)
 }
+
+// RestartEmpty kills the server, deletes its data (the AOF directory and
+// any RDB file) and starts it again on the same port: a server that lost
+// its memory. It waits until PING answers.
+func (r *Redis) RestartEmpty(t testing.TB) {
+	t.Helper()
+	r.Kill(t)
+	for _, name := range []string{"appendonlydir", "dump.rdb"} {
+		if err := os.RemoveAll(filepath.Join(r.Dir, name)); err != nil {
+			t.Fatalf("testenv: empty Redis on %s: %v", r.Addr, err)
+		}
+	}
+	if _, err := r.launch(); err != nil {
+		t.Fatalf("testenv: restart Redis empty: %v", err)
+	}
+}

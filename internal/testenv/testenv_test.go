@@ -319,6 +319,21 @@ func TestRedisKillRestart(t *testing.T) {
 	}
 }
 
+func TestRedisRestartEmpty(t *testing.T) {
+	t.Parallel()
+	r := StartRedis(t)
+	if got, _ := redisDo(t, r.Addr, "SET", "lcn:key", "v"); got != "OK" {
+		t.Fatalf("SET = %q", got)
+	}
+	r.RestartEmpty(t)
+	if got, ok := redisDo(t, r.Addr, "GET", "lcn:key"); ok {
+		t.Fatalf("GET after RestartEmpty = %q, want nil", got)
+	}
+	if got, _ := redisDo(t, r.Addr, "SET", "lcn:key", "again"); got != "OK" {
+		t.Fatalf("SET after RestartEmpty = %q", got)
+	}
+}
+
 func TestSharedRedis(t *testing.T) {
 	t.Parallel()
 	r := SharedRedis(t)
