@@ -24,6 +24,7 @@ test: unit chaos-ci
 ## (minutes; the fault suite's scenarios are not included).
 unit: fmt-check vet
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -race -count=1 -tags failpoint ./internal/failpoint/
 
 ## fuzz: run each fuzz target for FUZZTIME (one target per go test call).
 ## Seed corpora also run in every plain `make test`.
@@ -68,13 +69,14 @@ ui-test:
 bench:
 	$(GO) run ./cmd/lcnbench --json docs/performance.json --svg docs/performance.svg $(BENCH_ARGS)
 
-## chaos-ci: the fault suite's CI figures (build tag chaos); chaos: the nightly
+## chaos-ci: the fault suite's CI figures (build tags chaos and failpoint: the
+## product's failpoints are compiled in); chaos: the nightly
 ## figures (CHAOS_SCALE times more work). Seeds are printed; CHAOS_SEED replays one.
 ## CHAOS_OUT=dir keeps histories, node logs and dir/figures.txt.
 CHAOS_SCALE ?= 10
 CHAOS_TAGS = chaos,failpoint
 chaos-ci:
-	CHAOS_SCALE=1 $(GO) test -race -count=1 -tags $(CHAOS_TAGS) -v -timeout 40m ./chaos/
+	CHAOS_SCALE=1 $(GO) test -race -count=1 -tags $(CHAOS_TAGS) -v -timeout 60m ./chaos/
 chaos:
 	CHAOS_SCALE=$(CHAOS_SCALE) $(GO) test -race -count=1 -tags $(CHAOS_TAGS) -v -timeout 0 ./chaos/
 

@@ -61,6 +61,99 @@
 // injected, violations, the time to quiescence after the last fault, wall
 // time, seed.
 //
+// # Links (Toxiproxy)
+//
+// With clusterOpts.links, a Toxiproxy server embedded in the test process
+// (toxi_test.go, github.com/Shopify/toxiproxy/v2 v2.12.0, driven directly,
+// no HTTP API) puts a proxy on the TxManager → Redis connection (link
+// "redis") and on each service → TxManager connection (link "<service>");
+// with dbLinks also on each service → MariaDB connection ("db-<service>").
+// Scenarios switch toxics on them: timeout 0 (blackhole), limit_data (cut
+// mid-frame), reset_peer, slicer, latency.
+//
+// # S2 (duplicated, replayed and late messages)
+//
+// TestS2DuplicateReplayedAndLateMessages (failpoint_test.go) arms the
+// product's message failpoints: the TxManager pushes every decision three
+// times (tm.notify.duplicate), replays with p 0.3 per push a decision it
+// pushed at least a second earlier (tm.notify.replay), and pushes with
+// p 0.15 a rollback for a branch id that never joined (tm.notify.empty;
+// its acknowledgement is noted, tm.notify.empty.acked); the services'
+// middleware holds an incoming call with p 0.05 for 5.5 s, past its
+// group's 5 s timeout (txclient.branch.delay, then the status it got).
+// Every empty rollback must be acknowledged as rolled back, every hanging
+// branch refused, and I1–I9 hold (no leg applied twice, no ghost leg,
+// nothing open). The counts come from the failpoint lines in the logs.
+//
+// # S4 (TxManager crash at protocol points)
+//
+// TestS4CoordinatorCrashAtProtocolPoints (failpoint_test.go, build tags
+// chaos and failpoint) arms the product's failpoints (internal/failpoint,
+// TXM_FAILPOINT) in the TxManager, one point at a time: P1 before the
+// commit decision is persisted, P2 after it and before any push, P3 after
+// the first of several commit pushes, P4 after every commit push and
+// before the starter's answer, P5 after the first of several rollback
+// pushes. The TxManager SIGKILLs itself there, writing the group's id
+// first, and is restarted 1 s later; after 10 deaths (× CHAOS_SCALE) the
+// next point is armed. Every group it died at must end COMMITTED for P2–P4
+// and ROLLED_BACK for P5, on every participant (I5). P1 is all-or-none: in
+// this design the group is still PREPARING after the restart, so the
+// retrier may complete the prepare phase and commit, or roll back at the
+// deadline; presumed abort is not promised (in the runs so far every P1
+// group ended rolled back).
+//
+// # S7 (lost notifies)
+//
+// TestS7LostNotify (links_test.go): windows of 1–5 s and 5–8 s
+// (alternately, so half are longer than the group timeout) of a blackhole,
+// a mid-frame cut (limit_data) or reset_peer on a random service's link to
+// the TxManager, with slicer (16 ± 12 byte segments) on every link the
+// rest of the time. Besides I1–I9 it audits every participant commit: the
+// service writes an audit line (AuditPrefix) before committing a held
+// branch, and the group must be COMMITTED in the store with a decision
+// time no later than the commit.
+//
+// # S8 (slow network)
+//
+// TestS8SlowNetwork (slow_test.go): group timeout 2 s, client timeout
+// 1.5 s, latency on every service ↔ TxManager (200 ± 150 ms) and service →
+// MariaDB (50 ± 40 ms) link. At these latencies a group needs more than
+// 2 s, so nearly everything times out; a second phase at half the
+// latencies puts groups on the timeout edge, where commits happen and race
+// the deadline. The info rate is reported.
+//
+// # S9 (Redis faults)
+//
+// TestS9RedisFaults (redis_test.go), a cluster per sub-run: (a) Redis
+// SIGKILLed and restarted every 10 s (AOF always), (b) CLIENT PAUSE 3000
+// WRITE every 15 s, (c) the TxManager → Redis link blackholed for 5 s every
+// 20 s, (d) Redis restarted once with its data deleted
+// (testenv.Redis.RestartEmpty). After each fault the first transfer started
+// after it must succeed within 5 s, and the TxManager must not die. In (d)
+// the checker runs with LostRecordsAllowed: a group whose record went with
+// the data may be applied whole or not at all, never partly; participants
+// asking about it are answered that it is unknown, and roll back.
+//
+// # S10 (MariaDB faults)
+//
+// TestS10DatabaseFaults (dbfaults_test.go), every 0.5–2 s: KILL CONNECTION
+// of a service connection holding a transaction (a held branch, voted and
+// waiting, or committing), KILL QUERY of a service connection running a
+// statement, a 1 s reset_peer window on a service's link to MariaDB; and
+// mariadbd SIGKILLed and restarted at a third and two thirds of the run.
+// I4 (no leg applied twice) is the "no blind retry" check; I5/I6 that no
+// leg of an ok group is lost and nothing stays prepared or open.
+//
+// # S11 (stalls)
+//
+// TestS11Stalls (stalls_test.go): cycles of SIGSTOP/SIGCONT of the
+// initiator (10 s), of svc-b (10 s) and of the TxManager (7.5 s). A sampler
+// reads information_schema.INNODB_TRX every 200 ms; every participant
+// transaction must end within group timeout + 2 s, plus the time it spent
+// frozen itself or with the TxManager frozen (nobody can decide then). No
+// lock wait timeout (errno 1205) may reach a client outside a stall window
+// (a window lasts until innodb_lock_wait_timeout after SIGCONT).
+//
 // # S12 (network partitions)
 //
 // TestS12Partitions (netns_test.go, variant A of the plan) needs root and

@@ -87,13 +87,16 @@ func TestS4CoordinatorCrashAtProtocolPoints(t *testing.T) {
 
 	// Which group the TxManager died at, at which point: the line the
 	// failpoint writes before SIGKILL.
-	fired, err := firedGroups(c.tm.logPath)
+	fired, err := noteLines(c.tm.logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var summary []string
 	for _, p := range s4Points {
-		groups := fired[p.name]
+		var groups []string
+		for _, d := range fired[p.name] {
+			groups = append(groups, field(d, "group"))
+		}
 		wrong := 0
 		var commits, rollbacks int
 		for _, g := range groups {
@@ -131,9 +134,85 @@ func TestS4CoordinatorCrashAtProtocolPoints(t *testing.T) {
 	}
 }
 
-// firedGroups reads a node log for the failpoint lines ("failpoint: <name>
-// fired group=<id>") and returns the groups per failpoint name.
-func firedGroups(path string) (map[string][]string, error) {
+// S2 — duplicated, replayed and out-of-order messages: the TxManager
+// pushes every decision three times, replays (p 0.3 per push) a decision
+// it pushed at least a second earlier, and pushes (p 0.15 per push) a
+// rollback for a branch that never joined (an empty rollback); the
+// services' middleware holds some incoming calls (p 0.05) for 5.5 s, past
+// their group's 5 s timeout (hanging branches). Pass: I1–I9 (no leg
+// applied twice, no ghost leg of a group rolled back before its branch
+// arrived, nothing left open), every empty rollback acknowledged as rolled
+// back (the participant writes nothing: it holds no such branch), every
+// hanging branch refused.
+func TestS2DuplicateReplayedAndLateMessages(t *testing.T) {
+	skipShort(t)
+	c := newCluster(t, "S2", clusterOpts{mode: sqlproxy.ModeXA,
+		tmEnv:  []string{fp.Env + "=" + fp.NotifyDuplicate + "," + fp.NotifyReplay + ":p0.3," + fp.NotifyEmpty + ":p0.15"},
+		svcEnv: []string{fp.Env + "=" + fp.BranchDelay + ":p0.05", fp.DelayEnv + "=5500ms"}})
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(scale(t))*90*time.Second) // the plan: 1,000 groups; see chaos/doc.go
+	defer cancel()
+	stopReader := c.startReader(false)
+	c.workload(ctx, func(int64) bool { return false })
+	stopReader()
+	fig, _ := c.finish(start, CheckOptions{})
+
+	count := func(path string) map[string][]string {
+		lines, err := noteLines(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lines
+	}
+	tm := count(c.tm.logPath)
+	emptyPushed := map[string]bool{}
+	for _, d := range tm[fp.NotifyEmpty] {
+		emptyPushed[field(d, "branch")] = true
+	}
+	acked, wrongAck := 0, 0
+	for _, d := range tm[fp.EmptyAcked] {
+		if !emptyPushed[field(d, "branch")] {
+			continue
+		}
+		acked++
+		if field(d, "outcome") != "rolled_back" {
+			wrongAck++
+			t.Errorf("empty rollback acknowledged %q, want rolled_back: %s", field(d, "outcome"), d)
+		}
+	}
+	var delayed, refused int
+	for _, s := range services {
+		l := count(c.svcs[s].logPath)
+		delayed += len(l[fp.BranchDelay])
+		for _, d := range l[fp.BranchDelayDone] {
+			if st := field(d, "status"); st != "" && st[0] != '2' {
+				refused++
+			} else {
+				t.Errorf("%s: a hanging branch was served: %s", s, d)
+			}
+		}
+	}
+	line := fmt.Sprintf("S2 duplicate-pushes=%d replays=%d empty-rollbacks=%d (acked rolled back %d) hanging=%d (refused %d)",
+		2*len(tm[fp.NotifyDuplicate]), len(tm[fp.NotifyReplay]), len(emptyPushed), acked, delayed, refused)
+	t.Log(line)
+	appendSummary(line)
+	if acked != len(emptyPushed) {
+		t.Errorf("%d of %d empty rollbacks acknowledged", acked, len(emptyPushed))
+	}
+	if refused != delayed {
+		t.Errorf("%d of %d hanging branches refused", refused, delayed)
+	}
+	if len(tm[fp.NotifyDuplicate]) == 0 || len(tm[fp.NotifyReplay]) == 0 || len(emptyPushed) == 0 || delayed == 0 {
+		t.Error("a message failpoint never fired")
+	}
+	if fig.quiescence > tRec {
+		t.Errorf("not quiescent %v after the workload, want ≤ %v", fig.quiescence, tRec)
+	}
+}
+
+// noteLines reads a node log's failpoint lines ("failpoint: <name> fired
+// <detail>"): the details per failpoint name.
+func noteLines(path string) (map[string][]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read failpoint lines: %w", err)
@@ -148,9 +227,17 @@ func firedGroups(path string) (map[string][]string, error) {
 			continue
 		}
 		name, detail, _ := strings.Cut(rest, " fired ")
-		if g, ok := strings.CutPrefix(detail, "group="); ok {
-			out[name] = append(out[name], g)
-		}
+		out[name] = append(out[name], detail)
 	}
 	return out, sc.Err()
+}
+
+// field returns the value of key=value in a failpoint line's detail.
+func field(detail, key string) string {
+	for _, kv := range strings.Fields(detail) {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
 }

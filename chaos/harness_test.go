@@ -4,6 +4,7 @@ package chaos
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -241,6 +242,13 @@ type clusterOpts struct {
 	// and each service reaches the TxManager through link "<service>"
 	// (cluster.links).
 	links bool
+	// dbLinks puts each service's connections to MariaDB through link
+	// "db-<service>" too.
+	dbLinks bool
+	// svcEnv is added to every service's environment.
+	svcEnv []string
+	// groupTimeout replaces the TxManager's group timeout (default 5 s).
+	groupTimeout time.Duration
 }
 
 // svcIP is the loopback address of the i-th service under ownAddrs.
@@ -299,9 +307,13 @@ func newCluster(t *testing.T, name string, o clusterOpts) *cluster {
 	for _, s := range services {
 		tmURL[s] = "ws://" + tmAddr + "/v1/ws"
 	}
+	var tl *links
+	if o.links || o.dbLinks {
+		tl = newLinks(t)
+		c.links = map[string]*link{}
+	}
 	if o.links {
-		tl := newLinks(t)
-		c.links = map[string]*link{"redis": tl.add(t, "redis", c.rds.Addr)}
+		c.links["redis"] = tl.add(t, "redis", c.rds.Addr)
 		redisAddr = c.links["redis"].Addr()
 		for _, s := range services {
 			c.links[s] = tl.add(t, s, tmAddr)
@@ -310,7 +322,7 @@ func newCluster(t *testing.T, name string, o clusterOpts) *cluster {
 	}
 	c.tm = &node{name: "tm", addr: tmAddr, health: "/healthz", logPath: filepath.Join(c.dir, "tm.log"), delay: 500 * time.Millisecond,
 		env: []string{RoleEnv + "=tm", envListen + "=" + tmAddr, envRedis + "=" + redisAddr, envPrefix + "=" + prefix,
-			envCreds + "=" + strings.Join(creds, ","), envGroupTO + "=" + groupTimeout.String(), envLostAfter + "=" + lost.String()}}
+			envCreds + "=" + strings.Join(creds, ","), envGroupTO + "=" + cmp.Or(o.groupTimeout, groupTimeout).String(), envLostAfter + "=" + lost.String()}}
 	if len(o.tmEnv) > 0 {
 		c.tm.env = append(c.tm.env, o.tmEnv...)
 		c.tm.armed, c.tm.delay = true, time.Second
@@ -330,6 +342,15 @@ func newCluster(t *testing.T, name string, o clusterOpts) *cluster {
 		schema := "bank_" + strings.TrimPrefix(s, "svc-")
 		c.schemas = append(c.schemas, schema)
 		dsn := c.createSchema(schema)
+		if o.dbLinks {
+			c.links["db-"+s] = tl.add(t, "db-"+s, c.mdb.Addr)
+			cfg, err := mysql.ParseDSN(dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Addr = c.links["db-"+s].Addr()
+			dsn = cfg.FormatDSN()
+		}
 		env := []string{RoleEnv + "=svc", envListen + "=" + addrs[s], envService + "=" + s, envToken + "=" + tokens[s],
 			envTMURL + "=" + tmURL[s], envDSN + "=" + dsn, envMode + "=" + o.mode,
 			envPeers + "=" + strings.Join(peers, ","), envSeed + "=" + strconv.FormatUint(c.seed+uint64(i), 10)}
@@ -339,6 +360,7 @@ func newCluster(t *testing.T, name string, o clusterOpts) *cluster {
 		if o.waitOutcome {
 			env = append(env, envWaitOutcom+"=1")
 		}
+		env = append(env, o.svcEnv...)
 		if o.ownAddrs {
 			env = append(env, envBind+"="+svcIP(i))
 		}
@@ -678,8 +700,8 @@ type figures struct {
 	ops, ok, fail, info int
 	faults              int64
 	violations          int
-	quiescence          time.Duration // last fault (or end of workload) to nothing in doubt; tRec+ if never
-	locksFree           time.Duration // last fault (or end of workload) to no started transaction, prepared branch or lock wait
+	quiescence          time.Duration // last fault or end of workload (the later) to nothing in doubt; tRec+ if never
+	locksFree           time.Duration // last fault or end of workload (the later) to no started transaction, prepared branch or lock wait
 	wall                time.Duration
 }
 
@@ -697,12 +719,10 @@ func (c *cluster) finishWith(start time.Time, opt CheckOptions, afterQuiesce fun
 	c.t.Helper()
 	end := c.hist.Since()
 	dbClean, all := c.quiesce()
-	// Measured from the last fault when there was one (else from the end
-	// of the workload); never reached counts as the whole window and more.
-	from := end
-	if lf := c.lastT.Load(); lf > 0 {
-		from = time.Duration(lf)
-	}
+	// Measured from the last fault or the end of the workload, whichever
+	// came later (the time the cluster needs to settle once nothing
+	// disturbs it); never reached counts as the whole window and more.
+	from := max(end, time.Duration(c.lastT.Load()))
 	since := func(at time.Duration) time.Duration {
 		if at == 0 {
 			return c.hist.Since() - from + time.Millisecond

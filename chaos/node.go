@@ -220,23 +220,32 @@ func (fp *failpoint) hit(name, op string) {
 	}
 }
 
-// dyingCoord arms FailAfterVote on every held branch of the datasource.
+// dyingCoord wraps every held branch of the datasource: it arms
+// FailAfterVote, and it writes an audit line before each commit (S7's rule
+// that a participant commits only after the TxManager decided commit).
 type dyingCoord struct {
 	*txclient.Client
 	fp *failpoint
 }
 
 func (c dyingCoord) Hold(group, branch string, h sqlproxy.Held) {
-	c.Client.Hold(group, branch, dyingHeld{Held: h, fp: c.fp})
+	c.Client.Hold(group, branch, dyingHeld{Held: h, fp: c.fp, group: group, branch: branch})
 }
 
 type dyingHeld struct {
 	sqlproxy.Held
-	fp *failpoint
+	fp            *failpoint
+	group, branch string
 }
+
+// AuditPrefix starts the line a service writes to its log (stderr) right
+// before it commits a held branch: "audit: commit group=<id> branch=<id>
+// ms=<unix milliseconds>".
+const AuditPrefix = "audit: commit "
 
 func (h dyingHeld) Commit(ctx context.Context) error {
 	h.fp.hit(FailAfterVote, "")
+	fmt.Fprintf(os.Stderr, "%sgroup=%s branch=%s ms=%d\n", AuditPrefix, h.group, h.branch, time.Now().UnixMilli())
 	return h.Held.Commit(ctx)
 }
 
@@ -300,10 +309,7 @@ func runSvc(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("connector: %w", err)
 	}
-	var coord sqlproxy.Coordinator = client
-	if fp.name == FailAfterVote {
-		coord = dyingCoord{Client: client, fp: fp}
-	}
+	coord := dyingCoord{Client: client, fp: fp}
 	s.db, err = sqlproxy.OpenDB(inner, sqlproxy.Options{Datasource: s.name, Mode: os.Getenv(envMode), Coordinator: coord,
 		RecoveryInterval: 500 * time.Millisecond, ApplyTimeout: 5 * time.Second, Logger: log})
 	if err != nil {

@@ -76,7 +76,7 @@ func TestS9RedisFaults(t *testing.T) {
 
 			// The nemesis runs in the test goroutine (testenv may t.Fatal).
 			var ends []time.Duration
-			next := f.every
+			next := f.every / 2 // faults at every/2, 3·every/2, ... into the run
 			if f.every == 0 {
 				next = run / 3
 			}

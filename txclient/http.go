@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/golcn/golcn/internal/failpoint"
 	"github.com/golcn/golcn/internal/gid"
 	"github.com/golcn/golcn/internal/groupctx"
 )
@@ -58,6 +59,11 @@ func (c *Client) Middleware(next http.Handler) http.Handler {
 		if err != nil {
 			httpError(w, http.StatusBadRequest, "malformed "+Header+" header: "+err.Error())
 			return
+		}
+		if failpoint.Enabled {
+			var done func()
+			w, done = fpBranchDelay(w, id)
+			defer done()
 		}
 		if !c.active.has(id, c.now()) {
 			state, deadline, err := c.queryActive(r, id)

@@ -32,6 +32,7 @@ type Server struct {
 	now   func() time.Time
 
 	locks [256]sync.Mutex // per-group serialisation, striped by id
+	fp    fpState         // the fault suite's message failpoints (failpoint builds)
 	seed  maphash.Seed
 
 	metrics  *metrics
@@ -349,7 +350,11 @@ func (s *Server) dispatch(sends []Send) {
 			ss.push(&wire.Message{Type: wire.TypePrepare, Group: d.Group, Branch: d.Branch})
 			continue
 		}
-		ss.push(&wire.Message{Type: wire.TypeDecision, Group: d.Group, Branch: d.Branch, Commit: d.Commit})
+		m := &wire.Message{Type: wire.TypeDecision, Group: d.Group, Branch: d.Branch, Commit: d.Commit}
+		ss.push(m)
+		if failpoint.Enabled {
+			s.fpAfterPush(ss, m)
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
 
+	"github.com/golcn/golcn/internal/failpoint"
 	"github.com/golcn/golcn/internal/wire"
 )
 
@@ -350,6 +351,9 @@ func (ss *session) handle(m *wire.Message) *wire.Message {
 	case wire.TypeDecide:
 		ev = Event{Kind: EvDecide, Commit: m.Commit}
 	case wire.TypeAck:
+		if failpoint.Enabled {
+			s.fpAcked(m)
+		}
 		ev = Event{Kind: EvAck, BranchID: m.Branch, Reason: m.Reason}
 		switch m.Outcome {
 		case wire.OutcomeCommitted:

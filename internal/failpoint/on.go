@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Enabled reports whether this is a failpoint build.
@@ -63,18 +64,55 @@ func Parse(v string) (map[string]*point, error) {
 }
 
 // Hit fires the failpoint name if TXM_FAILPOINT arms it (see the package
-// doc); detail (e.g. "group=...") goes into the line written before dying.
+// doc): it writes the failpoint line with detail (e.g. "group=...") and
+// SIGKILLs the process.
 func Hit(name, detail string) {
-	once.Do(func() { points, errEnv = Parse(os.Getenv(Env)) })
+	if !Fire(name) {
+		return
+	}
+	Note(name, detail)
+	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {} // the signal is on its way: never return into the protocol
+}
+
+// Fire reports whether the failpoint name fires at this hit (the caller
+// then does the point's action: duplicate, delay, ...).
+func Fire(name string) bool {
+	once.Do(load)
 	if errEnv != nil {
 		panic(errEnv)
 	}
-	if !fires(name) {
-		return
-	}
+	return fires(name)
+}
+
+// Note writes the failpoint line "failpoint: <name> fired <detail>" to
+// standard error (one write, so lines of concurrent notes do not mix).
+func Note(name, detail string) {
 	fmt.Fprintf(os.Stderr, "failpoint: %s fired %s\n", name, detail)
-	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-	select {} // the signal is on its way: never return into the protocol
+}
+
+// Delay is the duration delay points wait (TXM_FAILPOINT_DELAY, default
+// 50ms).
+func Delay() time.Duration {
+	once.Do(load)
+	if errEnv != nil {
+		panic(errEnv)
+	}
+	return delay
+}
+
+var delay = 50 * time.Millisecond
+
+func load() {
+	points, errEnv = Parse(os.Getenv(Env))
+	if v := os.Getenv(DelayEnv); v != "" && errEnv == nil {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			errEnv = fmt.Errorf("%s=%q: want a duration ≥ 0", DelayEnv, v)
+			return
+		}
+		delay = d
+	}
 }
 
 func fires(name string) bool {
