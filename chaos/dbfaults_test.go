@@ -54,11 +54,8 @@ func TestS10DatabaseFaults(t *testing.T) {
 	run := time.Duration(scale(t)) * 120 * time.Second // the plan: 1,500 transfers, ≥ 200 kills; see chaos/doc.go
 	c := newCluster(t, "S10", clusterOpts{mode: sqlproxy.ModeXA, dbLinks: true})
 	start := time.Now()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stopReader := c.startReader(false)
-	wdone := make(chan struct{})
-	go func() { defer close(wdone); c.workload(ctx, func(int64) bool { return false }) }()
+	stopWorkload := c.background()
+	defer stopWorkload()
 	rng := rand.New(rand.NewPCG(c.seed, 10))
 	counts := map[string]int{}
 	crashes := []time.Duration{run / 3, 2 * run / 3}
@@ -74,7 +71,7 @@ func TestS10DatabaseFaults(t *testing.T) {
 			c.lastT.Store(r.T)
 			continue
 		}
-		qctx, qcancel := context.WithTimeout(ctx, 5*time.Second)
+		qctx, qcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		conns, err := c.serviceConns(qctx)
 		if err != nil {
 			qcancel()
@@ -124,9 +121,7 @@ func TestS10DatabaseFaults(t *testing.T) {
 		r := c.hist.Add(Record{Type: "nemesis", Fault: "fault over"})
 		c.lastT.Store(r.T)
 	}
-	cancel()
-	<-wdone
-	stopReader()
+	stopWorkload()
 	fig, _ := c.finish(start, CheckOptions{})
 	line := fmt.Sprintf("S10 kill-connection=%d (mid-statement %d) kill-query=%d reset-peer-windows=%d mariadbd-crashes=%d",
 		counts["kill connection"], counts["kill connection mid-statement"], counts["kill query"], counts["reset_peer window"], counts["mariadbd crash"])

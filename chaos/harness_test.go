@@ -484,6 +484,19 @@ func (c *cluster) shutdown() {
 	_ = c.hist.Close()
 }
 
+// background runs the workload in the background, with the I8 reader, for
+// scenarios whose nemesis needs the test goroutine. The returned stop ends
+// the workload, waits for its operations and stops the reader; it may be
+// called more than once.
+func (c *cluster) background() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	stopReader := c.startReader(false)
+	done := make(chan struct{})
+	go func() { defer close(done); c.workload(ctx, func(int64) bool { return false }) }()
+	var once sync.Once
+	return func() { once.Do(func() { cancel(); <-done; stopReader() }) }
+}
+
 // workload runs the bank workload: workers transfer until ctx ends or
 // until enough() says stop. 2- and 3-leg transfers, amounts 1–50, 5%
 // designed aborts; legs run in service order, so that groups take row

@@ -127,11 +127,8 @@ func TestS7LostNotify(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stopReader := c.startReader(false)
-	wdone := make(chan struct{})
-	go func() { defer close(wdone); c.workload(ctx, func(int64) bool { return false }) }()
+	stopWorkload := c.background()
+	defer stopWorkload()
 	rng := rand.New(rand.NewPCG(c.seed, 7))
 	kinds := map[string]int{}
 	var longer int
@@ -172,9 +169,7 @@ func TestS7LostNotify(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	cancel()
-	<-wdone
-	stopReader()
+	stopWorkload()
 	fig, _ := c.finish(start, CheckOptions{})
 	audited := c.auditCommits()
 	line := fmt.Sprintf("S7 windows=%d (blackhole %d, limit_data %d, reset_peer %d; %d longer than the group timeout) audited-commits=%d",

@@ -68,11 +68,8 @@ func TestS9RedisFaults(t *testing.T) {
 			var dmu sync.Mutex
 			c.tm.setOnDeath(func() { dmu.Lock(); tmDeaths++; dmu.Unlock() })
 			start := time.Now()
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			stopReader := c.startReader(false)
-			wdone := make(chan struct{})
-			go func() { defer close(wdone); c.workload(ctx, func(int64) bool { return false }) }()
+			stopWorkload := c.background()
+			defer stopWorkload()
 
 			// The nemesis runs in the test goroutine (testenv may t.Fatal).
 			var ends []time.Duration
@@ -100,9 +97,7 @@ func TestS9RedisFaults(t *testing.T) {
 			if d := run - time.Since(start); d > 0 {
 				time.Sleep(d)
 			}
-			cancel()
-			<-wdone
-			stopReader()
+			stopWorkload()
 			fig, rep := c.finish(start, CheckOptions{LostRecordsAllowed: f.every == 0})
 
 			// Back on the store after each fault: the first transfer
