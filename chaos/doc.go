@@ -61,7 +61,8 @@
 //
 // Each scenario logs a FIGURES line: operations (ok/fail/info), faults
 // injected, violations, the time to quiescence (counted from the later of
-// the last fault's end and the end of the workload), wall time, seed; and
+// the last fault's end and the end of the workload; after-last-fault
+// counts it from the last fault's end alone), wall time, seed; and
 // a line of its own figures (kills per point, windows, audited commits,
 // lock holds, ...).
 //
@@ -225,7 +226,7 @@
 // and 50 hanging branches here, the plan asks 200), its duplicates are
 // pushed back to back (the plan: 0–200 ms apart); S4 kills the TxManager
 // 10 times per point (the plan: 200 groups per point); the crash scenarios
-// S5 and S6 run 60 kills each (the plan: 300); S7 opens 30 fault windows
+// S5 and S6 run 45 kills each (the plan: 300); S7 opens 30 fault windows
 // (the plan: 60); S8 runs 2 × 45 s (the plan: 2,000 transfers, which at
 // its latencies would take about half an hour); S9's sub-runs last 60 s
 // each (the plan: 3 min); S10 runs 120 s with kills every 0.5–2 s (the

@@ -743,6 +743,16 @@ func (c *cluster) finishWith(start time.Time, opt CheckOptions, afterQuiesce fun
 		return max(at-from, 0)
 	}
 	q, locks := since(all), since(dbClean)
+	// The same from the last fault alone (it includes the workload that
+	// still ran after it): "-" without faults.
+	afterFault := "-"
+	if lf := time.Duration(c.lastT.Load()); lf > 0 {
+		d := c.hist.Since() - lf + time.Millisecond // never reached
+		if all != 0 {
+			d = max(all-lf, 0)
+		}
+		afterFault = d.Round(time.Millisecond).String()
+	}
 	if afterQuiesce != nil {
 		afterQuiesce()
 	}
@@ -770,8 +780,8 @@ func (c *cluster) finishWith(start time.Time, opt CheckOptions, afterQuiesce fun
 	}
 	c.errMu.Unlock()
 	fig := figures{ops: len(ops), ok: rep.OK, fail: rep.Fail, info: rep.Info, faults: c.faults.Load(), violations: len(rep.Violations), quiescence: q, locksFree: locks, wall: time.Since(start)}
-	line := fmt.Sprintf("FIGURES %-10s ops=%d (ok %d, fail %d, info %d) faults=%d violations=%d quiescence=%v locks-free=%v wall=%v seed=%d",
-		c.name, fig.ops, fig.ok, fig.fail, fig.info, fig.faults, fig.violations, fig.quiescence.Round(time.Millisecond), fig.locksFree.Round(time.Millisecond), fig.wall.Round(time.Second), c.seed)
+	line := fmt.Sprintf("FIGURES %-10s ops=%d (ok %d, fail %d, info %d) faults=%d violations=%d quiescence=%v locks-free=%v after-last-fault=%s wall=%v seed=%d",
+		c.name, fig.ops, fig.ok, fig.fail, fig.info, fig.faults, fig.violations, fig.quiescence.Round(time.Millisecond), fig.locksFree.Round(time.Millisecond), afterFault, fig.wall.Round(time.Second), c.seed)
 	c.t.Log(line)
 	appendSummary(line)
 	for i, v := range rep.Violations {

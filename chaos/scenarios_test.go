@@ -121,7 +121,7 @@ func untilFaults(t *testing.T, c *cluster, want int64, limit time.Duration) {
 	}
 }
 
-// crashKills is the number of process kills per crash scenario: 60 in CI
+// crashKills is the number of process kills per crash scenario: 45 in CI
 // (the plan asks 300: see chaos/doc.go), × CHAOS_SCALE.
 func crashKills(t *testing.T) int64 {
 	if v := os.Getenv("CHAOS_KILLS"); v != "" { // a shorter run while developing
@@ -131,7 +131,7 @@ func crashKills(t *testing.T) int64 {
 		}
 		return n
 	}
-	return int64(60 * scale(t))
+	return int64(45 * scale(t))
 }
 
 // S5 — a participant (svc-b) SIGKILLs itself after its vote (xa: after XA
