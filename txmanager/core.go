@@ -283,8 +283,14 @@ func failVote(g *Group, b Branch, ev Event) Result {
 		what = "failed to prepare"
 	}
 	r := decide(after, ev.NowMS, false, fmt.Sprintf("branch %s (service %s) %s: %s", b.ID, b.Service, what, ev.Reason), ReplyOK)
-	r.Transitions = append([]Transition{vote}, r.Transitions...)
+	carryVote(&r, vote)
 	return r
+}
+
+// carryVote makes r's decision carry vote (one store write for both).
+func carryVote(r *Result, vote Transition) {
+	t := &r.Transitions[0]
+	t.BranchID, t.BranchTo, t.BranchReason = vote.BranchID, vote.BranchTo, vote.Reason
 }
 
 func stepDecide(g *Group, ev Event) Result {
@@ -387,7 +393,7 @@ func stepPrepared(g *Group, ev Event) Result {
 		}
 	}
 	r := decide(after, ev.NowMS, true, "commit asked by the starter; every branch prepared", ReplyOK)
-	r.Transitions = append([]Transition{vote}, r.Transitions...)
+	carryVote(&r, vote)
 	return r
 }
 

@@ -163,16 +163,16 @@ func TestStepVote(t *testing.T) {
 		{name: "failed: vote recorded, rollback decided, every branch told", g: three(),
 			ev: Event{Kind: EvVote, Group: ctGroupID, NowMS: ctNow, Instance: ctI2, BranchID: ctB2, OK: false, Reason: "duplicate key"},
 			trans: []Transition{
-				{Kind: TransVote, Group: ctGroupID, BranchID: ctB2, BranchTo: BranchFailed, AtMS: ctNow, Reason: "duplicate key"},
-				{Kind: TransDecide, Group: ctGroupID, GroupTo: GroupRollingBack, AtMS: ctNow, Reason: "duplicate key"},
+				{Kind: TransDecide, Group: ctGroupID, GroupTo: GroupRollingBack, AtMS: ctNow, Reason: "duplicate key",
+					BranchID: ctB2, BranchTo: BranchFailed, BranchReason: "duplicate key"},
 			},
 			sends: allRollback,
 			code:  ReplyOK, state: GroupRollingBack, after: GroupRollingBack},
 		{name: "failed from PREPARED", g: three(),
 			ev: Event{Kind: EvVote, Group: ctGroupID, NowMS: ctNow, Instance: ctI0, BranchID: ctB3, OK: false, Reason: "panic"},
 			trans: []Transition{
-				{Kind: TransVote, Group: ctGroupID, BranchID: ctB3, BranchTo: BranchFailed, AtMS: ctNow, Reason: "panic"},
-				{Kind: TransDecide, Group: ctGroupID, GroupTo: GroupRollingBack, AtMS: ctNow, Reason: ctB3},
+				{Kind: TransDecide, Group: ctGroupID, GroupTo: GroupRollingBack, AtMS: ctNow, Reason: ctB3,
+					BranchID: ctB3, BranchTo: BranchFailed, BranchReason: "panic"},
 			},
 			sends: allRollback,
 			code:  ReplyOK, state: GroupRollingBack},
@@ -919,7 +919,16 @@ func fsmStepCheck(t testing.TB, g *Group, ev Event, crash int) *Group {
 	}
 	cur := ctClone(g)
 	owner := func(id string) (Branch, bool) { return cur.Branch(id) }
+	var steps []Transition // a decision carrying a vote is checked as the vote, then the decision
 	for _, tr := range res.Transitions[:n] {
+		if tr.Kind == TransDecide && tr.BranchID != "" {
+			vote, decision := tr.Split()
+			steps = append(steps, vote, decision)
+			continue
+		}
+		steps = append(steps, tr)
+	}
+	for _, tr := range steps {
 		// Who may cause what.
 		switch tr.Kind {
 		case TransJoin:

@@ -22,7 +22,13 @@
 //     transitions atomically with exactly these rules.
 //   - Server (server.go, session.go) runs the core under a per-group lock,
 //     persists, then pushes; owns the websocket sessions (one reader and one
-//     writer goroutine each), the reaper and the phase-2 retrier.
+//     writer goroutine each), the reaper and the phase-2 retrier. It keeps
+//     its last copy of each open group (cache.go), so that a client's
+//     message is stepped without reading the store; every transition stepped
+//     from a copy names the copy's Group.Version, and the store refuses it if
+//     the group changed since (another TxManager), so the copy is only ever
+//     a hint. A decision caused by a vote (the last branch prepared, or a
+//     failed vote) is one transition carrying that vote: one store write.
 //   - Store (store.go): OpenBoltStore (embedded file, the default),
 //     NewRedisStore (production, several TxManagers), NewMemoryStore (tests).
 //     Besides the records, every store keeps the operator data (oplog.go):

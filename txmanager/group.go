@@ -34,6 +34,11 @@ type Group struct {
 	Reason         string     `json:"reason,omitempty"`    // why it was decided as it was
 	Attention      string     `json:"attention,omitempty"` // non-empty: needs an operator, and why
 	Branches       []Branch   `json:"branches,omitempty"`
+	// Version counts the transitions applied to the record since it was
+	// created (0 at Create). A transition with CheckVersion set applies only
+	// to the version it names, so a caller that stepped a copy it kept can
+	// tell whether the group changed since (see Transition.CheckVersion).
+	Version int64 `json:"version,omitempty"`
 }
 
 // Clone returns a deep copy of g.
@@ -79,6 +84,12 @@ const (
 	// COMMITTING needs every branch PREPARED, or a single branch READY (a
 	// one-phase commit); ROLLING_BACK needs nothing. A decided group with no
 	// branch left to notify goes straight to its terminal state.
+	//
+	// With BranchID set, the decision carries the vote that caused it: the
+	// vote of BranchID to BranchTo (PREPARED with COMMITTING, the last
+	// branch of a prepare phase; FAILED with ROLLING_BACK), with reason
+	// BranchReason, is applied first under the TransVote rules, and both
+	// are one compare-and-set (one store write instead of two).
 	TransDecide
 	// TransBranchDone records BranchID's phase-2 outcome (COMMITTED,
 	// ROLLED_BACK or LOST) in a decided group. When the last branch is done
@@ -110,6 +121,15 @@ type Transition struct {
 	GroupTo  GroupState     `json:"group_to,omitempty"`
 	AtMS     int64          `json:"at_ms"`
 	Reason   string         `json:"reason,omitempty"`
+	// BranchReason is the reason of the vote a TransDecide carries.
+	BranchReason string `json:"branch_reason,omitempty"`
+	// CheckVersion makes the transition a compare-and-set on the whole
+	// record as well: it applies only if the group's Version is IfVersion,
+	// and is refused with ErrConflict otherwise (the group changed since
+	// the caller's copy of it). Without it, only the transition's own
+	// preconditions are checked.
+	CheckVersion bool  `json:"-"`
+	IfVersion    int64 `json:"-"`
 }
 
 // Errors returned by stores and by ApplyTransition.
@@ -145,11 +165,35 @@ func conflict(g *Group, format string, args ...any) error {
 // definition of every transition's precondition and effect; the Redis store's
 // scripts implement the same rules and the store conformance tests hold them to
 // it. It panics on a transition that no caller can legally build (a bug).
+// A transition applied increments g.Version.
 func ApplyTransition(g *Group, t Transition) error {
 	if t.Group != g.ID {
 		panic(fmt.Sprintf("BUG: transition for group %s applied to group %s", t.Group, g.ID))
 	}
 	t.MustBeWellFormed()
+	if t.CheckVersion && g.Version != t.IfVersion {
+		return conflict(g, "stale: the group changed (version %d, expected %d)", g.Version, t.IfVersion)
+	}
+	if err := applyTransition(g, t); err != nil {
+		return err
+	}
+	g.Version++
+	return nil
+}
+
+func applyTransition(g *Group, t Transition) error {
+	if t.Kind == TransDecide && t.BranchID != "" {
+		vote, decision := t.Split()
+		after := g.Clone()
+		if err := applyTransition(after, vote); err != nil {
+			return err
+		}
+		if err := applyTransition(after, decision); err != nil {
+			return err
+		}
+		*g = *after
+		return nil
+	}
 	switch t.Kind {
 	case TransJoin:
 		if g.State != GroupActive {
@@ -249,6 +293,17 @@ func ApplyTransition(g *Group, t Transition) error {
 	panic("unreachable: MustBeWellFormed checked the kind")
 }
 
+// Split returns the vote and the decision a TransDecide carrying a vote is
+// made of (t's BranchID is then not empty).
+func (t Transition) Split() (vote, decision Transition) {
+	vote = Transition{Kind: TransVote, Group: t.Group, BranchID: t.BranchID, BranchTo: t.BranchTo,
+		AtMS: t.AtMS, Reason: t.BranchReason}
+	decision = t
+	decision.BranchID, decision.BranchTo, decision.BranchReason = "", 0, ""
+	decision.CheckVersion = false
+	return vote, decision
+}
+
 // MustBeWellFormed panics on a transition that no caller can legally build,
 // whatever the group's state (a programmer error, never a runtime
 // condition). Every store calls it before looking the group up, so all
@@ -266,6 +321,13 @@ func (t Transition) MustBeWellFormed() {
 	case TransDecide:
 		if t.GroupTo != GroupPreparing && t.GroupTo != GroupCommitting && t.GroupTo != GroupRollingBack {
 			panic("BUG: decide to state " + t.GroupTo.String())
+		}
+		switch {
+		case t.BranchID == "" && t.BranchTo == 0:
+		case t.BranchID != "" && t.GroupTo == GroupCommitting && t.BranchTo == BranchPrepared:
+		case t.BranchID != "" && t.GroupTo == GroupRollingBack && t.BranchTo == BranchFailed:
+		default:
+			panic("BUG: decide to " + t.GroupTo.String() + " carrying a vote " + t.BranchTo.String())
 		}
 	case TransBranchDone:
 		if !t.BranchTo.Done() {

@@ -75,6 +75,7 @@ func ctAllDone(g *Group) bool {
 // outcome is checked separately.
 func ctExpectApplied(before *Group, t Transition) *Group {
 	want := ctClone(before)
+	want.Version++ // every transition applied counts
 	set := func(id string, st BranchState, reason string) {
 		for i := range want.Branches {
 			if want.Branches[i].ID == id {

@@ -44,7 +44,17 @@ func createdEvent(g *Group) TimelineEvent {
 	return TimelineEvent{AtMS: g.CreatedMS, Kind: EventCreated, State: g.State.String()}
 }
 
-// transitionEvent is the event a store appends when it applies t.
+// transitionEvents are the events a store appends when it applies t: one,
+// or two for a decision that carries a vote (the vote first).
+func transitionEvents(t Transition) []TimelineEvent {
+	if t.Kind == TransDecide && t.BranchID != "" {
+		vote, decision := t.Split()
+		return []TimelineEvent{transitionEvent(vote), transitionEvent(decision)}
+	}
+	return []TimelineEvent{transitionEvent(t)}
+}
+
+// transitionEvent is the event of t (a decision's, when it carries a vote).
 func transitionEvent(t Transition) TimelineEvent {
 	e := TimelineEvent{AtMS: t.AtMS, Reason: t.Reason}
 	switch t.Kind {
@@ -65,9 +75,9 @@ func transitionEvent(t Transition) TimelineEvent {
 	return e
 }
 
-// appendEvent appends e to a timeline and keeps the newest MaxEvents.
-func appendEvent(events []TimelineEvent, e TimelineEvent) []TimelineEvent {
-	events = append(events, e)
+// appendEvent appends es to a timeline and keeps the newest MaxEvents.
+func appendEvent(events []TimelineEvent, es ...TimelineEvent) []TimelineEvent {
+	events = append(events, es...)
 	if n := len(events); n > MaxEvents {
 		events = append([]TimelineEvent(nil), events[n-MaxEvents:]...)
 	}

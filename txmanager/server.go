@@ -32,6 +32,7 @@ type Server struct {
 	now   func() time.Time
 
 	locks [256]sync.Mutex // per-group serialisation, striped by id
+	cache *groupCache     // open groups' records as this server last wrote them (cache.go)
 	fp    fpState         // the fault suite's message failpoints (failpoint builds)
 	seed  maphash.Seed
 
@@ -111,6 +112,7 @@ func New(cfg Config, store Store, opts ...Option) (*Server, error) {
 		waiters:  make(map[string]*decisionWaiters),
 		stuck:    make(map[string]bool),
 		closed:   make(chan struct{}),
+		cache:    newGroupCache(groupCacheMax),
 	}
 	for _, o := range opts {
 		o(s)
@@ -198,6 +200,10 @@ func (s *Server) lockFor(id string) *sync.Mutex {
 	return &s.locks[maphash.String(s.seed, id)%uint64(len(s.locks))]
 }
 
+// groupCacheMax bounds the open groups whose records the server keeps
+// (about 1 KiB each).
+const groupCacheMax = 1 << 16
+
 // errUnavailable marks store failures: the request may be retried.
 var errUnavailable = errors.New("txmanager: store unavailable")
 
@@ -217,25 +223,44 @@ func (s *Server) stepGroup(ctx context.Context, ev Event) (Reply, *Group, error)
 	mu.Lock()
 	defer mu.Unlock()
 	const attempts = 8
+	cached := cacheable(ev.Kind)
 	for range attempts {
-		g, err := s.store.Get(ctx, ev.Group)
-		if errors.Is(err, ErrNotFound) {
-			g = nil
-		} else if err != nil {
-			return Reply{}, nil, fmt.Errorf("%w: load group %s: %v", errUnavailable, ev.Group, err)
+		var g *Group
+		fromCache := false
+		if cached {
+			g = s.cache.get(ev.Group)
+			fromCache = g != nil
+		}
+		if !fromCache {
+			var err error
+			g, err = s.store.Get(ctx, ev.Group)
+			if errors.Is(err, ErrNotFound) {
+				g = nil
+			} else if err != nil {
+				return Reply{}, nil, fmt.Errorf("%w: load group %s: %v", errUnavailable, ev.Group, err)
+			}
 		}
 		ev.NowMS = s.nowMS()
 		if ev.Kind == EvRetry && g != nil {
 			ev.Absent = s.absentOwners(g)
 		}
 		res := Step(g, ev)
+		if fromCache && len(res.Transitions) == 0 {
+			// Nothing to change: answer from the store's record, not the copy.
+			cached = false
+			continue
+		}
 		raced, committed := false, false
 		for _, t := range res.Transitions {
 			if t.Kind == TransDecide && t.GroupTo == GroupCommitting {
 				failpoint.Hit(failpoint.BeforeCommitDecide, "group="+t.Group)
 			}
+			if fromCache {
+				t.CheckVersion, t.IfVersion = true, g.Version
+			}
 			after, err := s.store.Apply(ctx, t)
 			if err != nil {
+				s.cache.drop(ev.Group)
 				if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {
 					raced = true
 					break
@@ -243,6 +268,7 @@ func (s *Server) stepGroup(ctx context.Context, ev Event) (Reply, *Group, error)
 				return Reply{}, nil, fmt.Errorf("%w: %s group %s: %v", errUnavailable, t.Kind, ev.Group, err)
 			}
 			g = after
+			s.cache.put(after)
 			s.metrics.observeTransition(t, after, s.now())
 			s.logTransition(t, after)
 			if t.Kind == TransDecide {
@@ -315,6 +341,7 @@ func (s *Server) create(ctx context.Context, service, instance string, timeout t
 	if err := s.store.Create(ctx, g); err != nil {
 		return nil, fmt.Errorf("%w: create group: %v", errUnavailable, err)
 	}
+	s.cache.put(g)
 	s.metrics.started.Inc()
 	s.log.Debug("group created", "group", g.ID, "service", service, "deadline_ms", g.DeadlineMS)
 	return g, nil

@@ -326,7 +326,14 @@ func (ss *session) handle(m *wire.Message) *wire.Message {
 		}
 		return &wire.Message{Type: wire.TypeOK, ID: m.ID, Group: g.ID, Deadline: g.DeadlineMS, State: g.State.String()}
 	case wire.TypeQuery:
-		g, err := s.store.Get(ctx, m.Group)
+		// A participant confirming a group (no branch named) that this
+		// server holds ACTIVE is answered from the cache: confirming is
+		// only a hint (the join that follows is checked against the store).
+		g := s.cachedActive(m.Group, m.Branch)
+		var err error
+		if g == nil {
+			g, err = s.store.Get(ctx, m.Group)
+		}
 		if errors.Is(err, ErrNotFound) {
 			return wire.Errorf(m.ID, wire.CodeNotFound, "unknown group %s: presumed rolled back", m.Group)
 		} else if err != nil {

@@ -105,7 +105,7 @@ func (s *BoltStore) applyOps(tx *bolt.Tx, t Transition, before, after *Group) er
 	if err != nil {
 		return err
 	}
-	if err := boltPutEvents(tx, after.ID, appendEvent(events, transitionEvent(t))); err != nil {
+	if err := boltPutEvents(tx, after.ID, appendEvent(events, transitionEvents(t)...)); err != nil {
 		return err
 	}
 	for _, m := range lostMarkers(t, after) {

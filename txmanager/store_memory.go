@@ -133,7 +133,7 @@ func (s *MemoryStore) Apply(ctx context.Context, t Transition) (*Group, error) {
 		return nil, err
 	}
 	s.groups[t.Group] = after
-	s.events[t.Group] = appendEvent(s.events[t.Group], transitionEvent(t))
+	s.events[t.Group] = appendEvent(s.events[t.Group], transitionEvents(t)...)
 	for _, m := range lostMarkers(t, after) {
 		if _, dup := s.markers[m.ID]; !dup {
 			s.markers[m.ID] = &m

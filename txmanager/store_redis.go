@@ -319,6 +319,8 @@ func (d *recordDecoder) field(name, v string) error {
 		g.Attention = v
 	case name == "n": // read by start
 	case name == "mo": // open markers: operator data, not part of the Group
+	case name == "v":
+		g.Version, err = parseOptInt(v)
 	case name == "":
 		return errors.New("corrupt record: unnamed field")
 	case name[0] == 'K':
@@ -491,9 +493,18 @@ func (s *RedisStore) Get(ctx context.Context, id string) (*Group, error) {
 func (s *RedisStore) Apply(ctx context.Context, t Transition) (*Group, error) {
 	t.MustBeWellFormed()
 	keys := s.groupKeys(t.Group)
-	ev, err := json.Marshal(transitionEvent(t))
+	evs := transitionEvents(t)
+	ev, err := json.Marshal(evs[0])
+	var ev2 []byte // a decision's event after the vote it carries
+	if err == nil && len(evs) > 1 {
+		ev2, err = json.Marshal(evs[1])
+	}
 	if err != nil {
 		return nil, fmt.Errorf("txmanager: redis %s %s: %w", t.Kind, t.Group, err)
+	}
+	voteTo := "" // the state of the vote a decision carries
+	if t.BranchID != "" && t.Kind == TransDecide {
+		voteTo = strconv.Itoa(int(t.BranchTo))
 	}
 	var script *redis.Script
 	var args []any
@@ -504,11 +515,15 @@ func (s *RedisStore) Apply(ctx context.Context, t Transition) (*Group, error) {
 	case TransVote:
 		script, args = redisVote, []any{s.retentionMS, t.AtMS, t.Reason, t.BranchID, uint8(t.BranchTo), ""}
 	case TransDecide:
-		script, args = redisDecide, []any{s.retentionMS, t.AtMS, t.Reason, "", uint8(t.GroupTo), ""}
+		script, args = redisDecide, []any{s.retentionMS, t.AtMS, t.Reason, t.BranchID, uint8(t.GroupTo), voteTo}
 	case TransBranchDone:
 		script, args = redisBranchDone, []any{s.retentionMS, t.AtMS, t.Reason, t.BranchID, uint8(t.BranchTo), ""}
 	}
-	args = append(args, ev, MaxEvents)
+	ifVersion := ""
+	if t.CheckVersion {
+		ifVersion = strconv.FormatInt(t.IfVersion, 10)
+	}
+	args = append(args, ev, MaxEvents, ifVersion, t.BranchReason, ev2)
 
 	var res any
 	lost := t.Kind == TransBranchDone && t.BranchTo == BranchLost

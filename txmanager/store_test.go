@@ -71,6 +71,12 @@ func tDecide(commit bool, reason string) Transition {
 	return Transition{Kind: TransDecide, GroupTo: to, AtMS: t0 + 3, Reason: reason}
 }
 
+// tCarry makes decision d carry branch id's vote to state to.
+func tCarry(d Transition, id string, to BranchState, reason string) Transition {
+	d.BranchID, d.BranchTo, d.BranchReason = id, to, reason
+	return d
+}
+
 func tDone(id string, to BranchState, reason string) Transition {
 	return Transition{Kind: TransBranchDone, BranchID: id, BranchTo: to, AtMS: t0 + 4, Reason: reason}
 }
@@ -249,6 +255,22 @@ var transitionCases = []struct {
 	{name: "one-phase commit done", setup: []Transition{tJoin("b1"), tReady("b1"), tDecide(true, "one phase")}, last: tDone("b1", BranchCommitted, "")},
 	{name: "commit two ready", setup: []Transition{tJoin("b1"), tJoin("b2"), tReady("b1"), tReady("b2")}, last: tDecide(true, "c"), want: conflicts},
 
+	// A decision carrying the vote that caused it (one write for both).
+	{name: "commit carrying the last prepared", setup: []Transition{tJoin("b1"), tJoin("b2"), tReady("b1"), tReady("b2"), tPrepare(), tPrepared("b1", true, "")},
+		last: tCarry(tDecide(true, "every branch prepared"), "b2", BranchPrepared, "")},
+	{name: "commit carrying a prepared, another ready", setup: []Transition{tJoin("b1"), tJoin("b2"), tReady("b1"), tReady("b2"), tPrepare()},
+		last: tCarry(tDecide(true, "c"), "b2", BranchPrepared, ""), want: conflicts},
+	{name: "commit carrying a vote of a prepared branch", setup: []Transition{tJoin("b1"), tJoin("b2"), tReady("b1"), tReady("b2"), tPrepare(), tPrepared("b1", true, "")},
+		last: tCarry(tDecide(true, "c"), "b1", BranchPrepared, ""), want: conflicts},
+	{name: "rollback carrying a failed vote", setup: []Transition{tJoin("b1"), tJoin("b2"), tVote("b1", true, "")},
+		last: tCarry(tDecide(false, "b2 failed"), "b2", BranchFailed, "duplicate key")},
+	{name: "rollback carrying a failed prepare", setup: []Transition{tJoin("b1"), tJoin("b2"), tReady("b1"), tReady("b2"), tPrepare()},
+		last: tCarry(tDecide(false, "b1 failed to prepare"), "b1", BranchFailed, "XAER_RMFAIL")},
+	{name: "rollback carrying a vote after the decision", setup: []Transition{tJoin("b1"), tDecide(false, "r")},
+		last: tCarry(tDecide(false, "again"), "b1", BranchFailed, "late"), want: conflicts},
+	{name: "rollback carrying a vote of an unknown branch", setup: []Transition{tJoin("b1")},
+		last: tCarry(tDecide(false, "r"), "b9", BranchFailed, "x"), want: notFound},
+
 	{name: "done before decision", setup: []Transition{tJoin("b1"), tVote("b1", true, "")}, last: tDone("b1", BranchRolledBack, ""), want: conflicts},
 	{name: "done unknown branch", setup: []Transition{tJoin("b1"), tDecide(false, "r")}, last: tDone("b2", BranchRolledBack, ""), want: notFound},
 	{name: "done unknown branch active", setup: []Transition{tJoin("b1")}, last: tDone("b2", BranchRolledBack, ""), want: notFound},
@@ -307,6 +329,9 @@ var panicCases = []struct {
 	{name: "vote to committed", setup: []Transition{tJoin("b1")}, last: Transition{Kind: TransVote, BranchID: "b1", BranchTo: BranchCommitted}},
 	{name: "decide to committed", last: Transition{Kind: TransDecide, GroupTo: GroupCommitted}},
 	{name: "done to prepared", setup: []Transition{tJoin("b1"), tDecide(false, "r")}, last: Transition{Kind: TransBranchDone, BranchID: "b1", BranchTo: BranchPrepared}},
+	{name: "commit carrying a failed vote", setup: []Transition{tJoin("b1")}, last: tCarry(tDecide(true, "c"), "b1", BranchFailed, "")},
+	{name: "rollback carrying a prepared vote", setup: []Transition{tJoin("b1")}, last: tCarry(tDecide(false, "r"), "b1", BranchPrepared, "")},
+	{name: "prepare carrying a vote", setup: []Transition{tJoin("b1")}, last: tCarry(tPrepare(), "b1", BranchReady, "")},
 	{name: "unknown kind", last: Transition{Kind: 99}},
 	{name: "committed in rollback", setup: []Transition{tJoin("b1"), tDecide(false, "r")}, last: tDone("b1", BranchCommitted, "")},
 }
@@ -366,6 +391,53 @@ func testStore(t *testing.T, newStore func(t *testing.T) Store) {
 		}
 	})
 
+	// Version: every applied transition counts; a transition that names
+	// a version (CheckVersion) applies to that version only, so a caller
+	// stepping a copy it kept (the server's cache) can never apply a
+	// transition to a group that changed since.
+	t.Run("Version", func(t *testing.T) {
+		s := newStore(t)
+		mustCreate(t, s, newTestGroup("g1"))
+		ref := mustGet(t, s, "g1")
+		on := func(tr Transition) Transition { tr.Group = "g1"; return tr }
+		if ref.Version != 0 {
+			t.Fatalf("created group has version %d, want 0", ref.Version)
+		}
+		ref, _ = applyChecked(t, s, ref, on(tJoin("b1")))
+		ref, _ = applyChecked(t, s, ref, on(tJoin("b2")))
+		if ref.Version != 2 {
+			t.Fatalf("after two joins: version %d, want 2", ref.Version)
+		}
+		stale := on(tVote("b1", true, ""))
+		stale.CheckVersion, stale.IfVersion = true, 1
+		if _, err := applyChecked(t, s, ref, stale); !errors.Is(err, ErrConflict) {
+			t.Fatalf("vote naming version 1 of a version-2 group: %v, want ErrConflict", err)
+		}
+		staleJoin := on(tJoin("b3"))
+		staleJoin.CheckVersion, staleJoin.IfVersion = true, 3
+		if _, err := applyChecked(t, s, ref, staleJoin); !errors.Is(err, ErrConflict) {
+			t.Fatalf("join naming version 3 of a version-2 group: %v, want ErrConflict", err)
+		}
+		fresh := on(tVote("b1", true, ""))
+		fresh.CheckVersion, fresh.IfVersion = true, 2
+		ref, err := applyChecked(t, s, ref, fresh)
+		if err != nil || ref.Version != 3 {
+			t.Fatalf("vote naming the current version: %v (version %d), want applied (version 3)", err, ref.Version)
+		}
+		dec := on(tDecide(false, "stop"))
+		dec.CheckVersion, dec.IfVersion = true, 2
+		if _, err := applyChecked(t, s, ref, dec); !errors.Is(err, ErrConflict) {
+			t.Fatalf("decide naming an old version: %v, want ErrConflict", err)
+		}
+		dec.IfVersion = 3
+		ref, _ = applyChecked(t, s, ref, dec)
+		done := on(tDone("b1", BranchRolledBack, ""))
+		done.CheckVersion, done.IfVersion = true, 3
+		if _, err := applyChecked(t, s, ref, done); !errors.Is(err, ErrConflict) {
+			t.Fatalf("branch-done naming an old version: %v, want ErrConflict", err)
+		}
+	})
+
 	t.Run("NotFound", func(t *testing.T) {
 		s := newStore(t)
 		if _, err := s.Get(ctx, "nope"); !errors.Is(err, ErrNotFound) || err.Error() != errGroupNotFound("nope").Error() {
@@ -393,6 +465,7 @@ func testStore(t *testing.T, newStore func(t *testing.T) Store) {
 				}
 				mustCreate(t, s, g)
 				ref := g.Clone()
+				wantEvents := []string{EventCreated}
 				for j, tr := range slices.Concat(tc.setup, []Transition{tc.last}) {
 					tr.Group = g.ID
 					var err error
@@ -403,6 +476,24 @@ func testStore(t *testing.T, newStore func(t *testing.T) Store) {
 					if j == len(tc.setup) && classify(err) != tc.want {
 						t.Fatalf("last step: outcome %d (%v), the table says %d", classify(err), err, tc.want)
 					}
+					if err == nil {
+						for _, e := range transitionEvents(tr) {
+							wantEvents = append(wantEvents, e.Kind)
+						}
+					}
+				}
+				// The timeline has an event per transition applied (two for
+				// a decision carrying a vote), none for a refused one.
+				evs, err := s.Events(ctx, g.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got []string
+				for _, e := range evs {
+					got = append(got, e.Kind)
+				}
+				if !slices.Equal(got, wantEvents) {
+					t.Fatalf("timeline %v, want %v", got, wantEvents)
 				}
 			})
 		}

@@ -3,6 +3,8 @@
 -- group terminal.
 local r = load(KEYS[1])
 if not r then return {'G'} end
+local st = stale(r)
+if st then return st end
 local id = ARGV[4]
 local i = get(r, 'K' .. id)
 if not i then return {'B'} end

@@ -65,9 +65,10 @@ end
 -- branch returns branch i's fixed fields: {id, service, instance, datasource, mode}.
 local function branch(r, i) return unpack_fields(get(r, 'B' .. i) or '') end
 
--- save writes the changed fields and the operator data that goes with
+-- save counts the version (field v) and writes the changed fields and the operator data that goes with
 -- them, in the group's other keys (same hash tag): KEYS[2] the timeline (a
--- list of JSON events; ARGV[7] this transition's event, ARGV[8] how many
+-- list of JSON events; ARGV[7] this transition's event (and ARGV[11], when
+-- not empty, a second one), ARGV[8] how many
 -- events are kept), KEYS[3] the markers (hash: marker id -> JSON; the
 -- record's field mo counts the open ones). A branch this transition made
 -- LOST gets its branch_lost marker. A group that became terminal (state
@@ -76,9 +77,11 @@ local function branch(r, i) return unpack_fields(get(r, 'B' .. i) or '') end
 -- {'OK', fields} or, when it resolved the phase2_stuck marker,
 -- {'OK', fields, that marker's created_ms}.
 local function save(key, r, retention, gs)
+  set(r, 'v', (tonumber(get(r, 'v')) or 0) + 1)
   redis.call('HSET', key, unpack(r.w))
   local ev, mk = KEYS[2], KEYS[3]
   redis.call('RPUSH', ev, ARGV[7])
+  if ARGV[11] and ARGV[11] ~= '' then redis.call('RPUSH', ev, ARGV[11]) end
   redis.call('LTRIM', ev, -tonumber(ARGV[8]), -1)
   local gid = unpack_fields(get(r, 'h') or '')[1] or ''
   local lost = tostring(B_LOST)
@@ -116,6 +119,43 @@ end
 
 local function conflict(r, gs, detail)
   return {'C', gs, detail, get(r, 'dl') or '0'}
+end
+
+-- stale returns the conflict reply when ARGV[9] names a version (field v,
+-- absent = 0) other than the record's: the caller stepped an older copy.
+-- An empty ARGV[9] checks nothing.
+local function stale(r)
+  local want = ARGV[9]
+  if want == nil or want == '' then return nil end
+  local have = get(r, 'v') or '0'
+  if have == want then return nil end
+  return conflict(r, tonumber(get(r, 's')), 'stale: the group changed (version ' .. have .. ', expected ' .. want .. ')')
+end
+
+-- vote_on moves branch id of r to state to (a decimal string: READY,
+-- PREPARED or FAILED) with reason, under the vote rules: in an ACTIVE group
+-- REGISTERED, READY and PREPARED may vote; in a PREPARING group only READY
+-- may, to PREPARED or FAILED. Returns nil, or the refusal reply.
+local function vote_on(r, id, to, reason)
+  local i = get(r, 'K' .. id)
+  if not i then return {'B'} end
+  local gs = tonumber(get(r, 's'))
+  local bs = bstate(r, i)
+  local ton = tonumber(to)
+  if gs == G_ACTIVE then
+    if bs ~= B_REGISTERED and bs ~= B_READY and bs ~= B_PREPARED then
+      return conflict(r, gs, 'branch ' .. id .. ' is ' .. bname(bs) .. ', cannot vote')
+    end
+  elseif gs == G_PREPARING then
+    if bs ~= B_READY or ton == B_READY then
+      return conflict(r, gs, 'branch ' .. id .. ' is ' .. bname(bs) .. ', cannot vote ' .. bname(ton) .. ' while preparing')
+    end
+  else
+    return conflict(r, gs, 'vote refused: group already decided')
+  end
+  set(r, 'S' .. i, to)
+  set(r, 'R' .. i, reason)
+  return nil
 end
 
 -- finish_if_done moves a decided group (state gs) whose branches are all

@@ -2,9 +2,17 @@
 -- only) needs every branch READY or PREPARED and one READY at least;
 -- COMMITTING needs every branch PREPARED, or a single READY branch (one
 -- phase); ROLLING_BACK needs nothing. A decided group with no branch left
--- to notify becomes terminal at once.
+-- to notify becomes terminal at once. With ARGV[4] set, the vote of that
+-- branch to ARGV[6] (reason ARGV[10]) is applied first, in the same script.
 local r = load(KEYS[1])
 if not r then return {'G'} end
+local st = stale(r)
+if st then return st end
+if ARGV[4] ~= '' then
+  -- The vote this decision carries (ARGV[6] its state, ARGV[10] its reason).
+  local refused = vote_on(r, ARGV[4], ARGV[6], ARGV[10])
+  if refused then return refused end
+end
 local gs = tonumber(get(r, 's'))
 if gs ~= G_ACTIVE and gs ~= G_PREPARING then return conflict(r, gs, 'already decided') end
 local to = tonumber(ARGV[5])

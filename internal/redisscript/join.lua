@@ -2,6 +2,8 @@
 -- reason ARGV[3]) to the ACTIVE group KEYS[1].
 local r = load(KEYS[1])
 if not r then return {'G'} end
+local st = stale(r)
+if st then return st end
 local gs = tonumber(get(r, 's'))
 if gs ~= G_ACTIVE then return conflict(r, gs, 'join refused: group already decided') end
 local id = ARGV[4]

@@ -30,6 +30,7 @@
 //	S<i>   branch i's state number
 //	R<i>   branch i's reason
 //	mo     number of open compensation markers (absent: 0)
+//	v      version: transitions applied since the group was created (absent: 0)
 //
 // The group's other keys share its hash tag: its timeline, a list of JSON
 // events (newest last, trimmed to a bound), and its compensation markers,
@@ -51,11 +52,14 @@
 //	ARGV[1] retention of a terminal group, in milliseconds (PEXPIRE)
 //	ARGV[2] the transition's time, unix ms, decimal
 //	ARGV[3] reason (join: the new branch's)
-//	ARGV[4] branch id (join, vote, branch-done)
+//	ARGV[4] branch id (join, vote, branch-done; decide: the branch whose vote it carries, or empty)
 //	ARGV[5] target state number (vote, branch-done: branch; decide: group)
-//	ARGV[6] join: the new branch's packed B field (others: empty)
+//	ARGV[6] join: the new branch's packed B field; decide: the carried vote's state number (others: empty)
 //	ARGV[7] the transition's timeline event, JSON
 //	ARGV[8] how many timeline events are kept
+//	ARGV[9] the version the record must have (empty: any); refused as stale otherwise
+//	ARGV[10] decide: the carried vote's reason (others: empty)
+//	ARGV[11] a second timeline event, appended after ARGV[7] (empty: none)
 //
 // # Replies
 //

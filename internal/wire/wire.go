@@ -191,42 +191,186 @@ var (
 // allowed ones or repeat one (encoding/json matches names regardless of case
 // and lets a repeated member win, so two parsers could read one frame
 // differently). For a member named "held" it checks each element too.
+//
+// raw is a frame encoding/json has already parsed, so it is valid JSON; the
+// scan still checks every bound and reports what it cannot read as
+// malformed. It allocates nothing for names written without escapes (the
+// only way this package writes them).
 func checkMembers(raw []byte, allowed map[string]bool) error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+	i := skipSpace(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
 		return fmt.Errorf("%w: want a JSON object", ErrMalformed)
 	}
-	seen := make(map[string]bool, 8)
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return fmt.Errorf("%w: %v", ErrMalformed, err)
+	var seen [24]string // names seen so far (an object has fewer allowed names)
+	n := 0
+	i = skipSpace(raw, i+1)
+	if i < len(raw) && raw[i] == '}' {
+		return nil
+	}
+	for {
+		if i >= len(raw) || raw[i] != '"' {
+			return fmt.Errorf("%w: want a member name", ErrMalformed)
 		}
-		name, _ := tok.(string)
+		end, err := skipString(raw, i)
+		if err != nil {
+			return err
+		}
+		name, err := memberName(raw[i:end])
+		if err != nil {
+			return err
+		}
 		if !allowed[name] {
 			return fmt.Errorf("%w: unknown field %q", ErrMalformed, name)
 		}
-		if seen[name] {
-			return fmt.Errorf("%w: field %q repeated", ErrMalformed, name)
-		}
-		seen[name] = true
-		var val json.RawMessage
-		if err := dec.Decode(&val); err != nil {
-			return fmt.Errorf("%w: field %q: %v", ErrMalformed, name, err)
-		}
-		if name == "held" && len(val) > 0 && val[0] == '[' {
-			var elems []json.RawMessage
-			if err := json.Unmarshal(val, &elems); err != nil {
-				return fmt.Errorf("%w: held: %v", ErrMalformed, err)
+		for _, o := range seen[:n] {
+			if o == name {
+				return fmt.Errorf("%w: field %q repeated", ErrMalformed, name)
 			}
-			for _, e := range elems {
-				if err := checkMembers(e, refFields); err != nil {
-					return fmt.Errorf("held: %w", err)
+		}
+		if n == len(seen) {
+			return fmt.Errorf("%w: too many members", ErrMalformed)
+		}
+		seen[n] = name
+		n++
+		i = skipSpace(raw, end)
+		if i >= len(raw) || raw[i] != ':' {
+			return fmt.Errorf("%w: want ':' after %q", ErrMalformed, name)
+		}
+		i = skipSpace(raw, i+1)
+		start := i
+		if i, err = skipValue(raw, i); err != nil {
+			return fmt.Errorf("%w: field %q", err, name)
+		}
+		if name == "held" && raw[start] == '[' {
+			if err := checkElements(raw[start:i], refFields); err != nil {
+				return fmt.Errorf("held: %w", err)
+			}
+		}
+		i = skipSpace(raw, i)
+		if i < len(raw) && raw[i] == ',' {
+			i = skipSpace(raw, i+1)
+			continue
+		}
+		if i < len(raw) && raw[i] == '}' {
+			return nil
+		}
+		return fmt.Errorf("%w: want ',' or '}' after field %q", ErrMalformed, name)
+	}
+}
+
+// checkElements runs checkMembers on every element of the JSON array arr.
+func checkElements(arr []byte, allowed map[string]bool) error {
+	i := skipSpace(arr, 1)
+	if i < len(arr) && arr[i] == ']' {
+		return nil
+	}
+	for {
+		start := i
+		end, err := skipValue(arr, i)
+		if err != nil {
+			return err
+		}
+		if err := checkMembers(arr[start:end], allowed); err != nil {
+			return err
+		}
+		i = skipSpace(arr, end)
+		if i < len(arr) && arr[i] == ',' {
+			i = skipSpace(arr, i+1)
+			continue
+		}
+		if i < len(arr) && arr[i] == ']' {
+			return nil
+		}
+		return fmt.Errorf("%w: want ',' or ']' in an array", ErrMalformed)
+	}
+}
+
+// memberName returns the name a quoted JSON string q stands for.
+func memberName(q []byte) (string, error) {
+	if bytes.IndexByte(q, '\\') < 0 {
+		return string(q[1 : len(q)-1]), nil
+	}
+	var name string
+	if err := json.Unmarshal(q, &name); err != nil {
+		return "", fmt.Errorf("%w: member name: %v", ErrMalformed, err)
+	}
+	return name, nil
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the JSON string starting at b[i].
+func skipString(b []byte, i int) (int, error) {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: unterminated string", ErrMalformed)
+}
+
+// skipValue returns the index after the JSON value starting at b[i].
+func skipValue(b []byte, i int) (int, error) {
+	if i >= len(b) {
+		return 0, fmt.Errorf("%w: want a value", ErrMalformed)
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case '"':
+				end, err := skipString(b, i)
+				if err != nil {
+					return 0, err
+				}
+				i = end - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1, nil
 				}
 			}
 		}
+		return 0, fmt.Errorf("%w: unterminated object or array", ErrMalformed)
 	}
-	return nil
+	start := i
+	for i < len(b) && b[i] != ',' && b[i] != '}' && b[i] != ']' && b[i] != ' ' && b[i] != '\t' && b[i] != '\n' && b[i] != '\r' {
+		i++
+	}
+	if i == start {
+		return 0, fmt.Errorf("%w: want a value", ErrMalformed)
+	}
+	return i, nil
+}
+
+// decodeError says why json.Unmarshal refused frame (with err): a message
+// of an unknown type, trailing data after the message, or the decoder's
+// own error. Only refused frames pay for this second parse.
+func decodeError(frame []byte, err error) error {
+	dec := json.NewDecoder(bytes.NewReader(frame))
+	var m Message
+	if derr := dec.Decode(&m); derr != nil {
+		err = derr
+	} else if _, terr := dec.Token(); terr != io.EOF {
+		return fmt.Errorf("%w: trailing data after the message", ErrMalformed)
+	}
+	if uerr := unknownType(frame); uerr != nil {
+		return fmt.Errorf("%w (%v)", uerr, err)
+	}
+	return fmt.Errorf("%w: %v", ErrMalformed, err)
 }
 
 // Decode parses and validates one frame.
@@ -234,21 +378,15 @@ func Decode(frame []byte) (*Message, error) {
 	if len(frame) > MaxFrame {
 		return nil, fmt.Errorf("%w: frame of %d bytes exceeds %d", ErrMalformed, len(frame), MaxFrame)
 	}
-	dec := json.NewDecoder(bytes.NewReader(frame))
-	dec.DisallowUnknownFields()
 	var m Message
-	if err := dec.Decode(&m); err != nil {
-		if uerr := unknownType(frame); uerr != nil {
-			return nil, fmt.Errorf("%w (%v)", uerr, err)
-		}
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("%w: trailing data after the message", ErrMalformed)
+	if err := json.Unmarshal(frame, &m); err != nil {
+		return nil, decodeError(frame, err)
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
+	// Unmarshal matched member names regardless of case and ignored
+	// unknown ones: checkMembers holds the frame to the exact names.
 	if err := checkMembers(frame, messageFields); err != nil {
 		return nil, err
 	}
@@ -271,11 +409,11 @@ func (m *Message) Validate() error {
 	if m.V != Version {
 		return fmt.Errorf("%w: protocol version %d, want %d", ErrMalformed, m.V, Version)
 	}
-	for name, s := range map[string]string{"service": m.Service, "instance": m.Instance, "token": m.Token,
-		"datasource": m.Datasource, "mode": m.Mode, "reason": m.Reason, "attention": m.Attention, "state": m.State, "code": m.Code, "outcome": m.Outcome,
-		"branch_state": m.BranchState} {
-		if len(s) > maxText {
-			return bad("%s longer than %d bytes", name, maxText)
+	for _, f := range [...]struct{ name, s string }{{"service", m.Service}, {"instance", m.Instance}, {"token", m.Token},
+		{"datasource", m.Datasource}, {"mode", m.Mode}, {"reason", m.Reason}, {"attention", m.Attention}, {"state", m.State},
+		{"code", m.Code}, {"outcome", m.Outcome}, {"branch_state", m.BranchState}} {
+		if len(f.s) > maxText {
+			return bad("%s longer than %d bytes", f.name, maxText)
 		}
 	}
 	if len(m.Held) > MaxHeld {
