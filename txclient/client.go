@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/gorilla/websocket"
 
+	"github.com/golcn/golcn/internal/batchconn"
 	"github.com/golcn/golcn/internal/gid"
 	"github.com/golcn/golcn/internal/wire"
 )
@@ -87,6 +89,7 @@ type Client struct {
 // clientConn is one websocket session; out feeds its only writer.
 type clientConn struct {
 	ws   *websocket.Conn
+	held *batchconn.Conn // ws's network connection: the writer holds a batch of frames in it
 	out  chan []byte
 	done chan struct{}
 	once sync.Once
@@ -119,6 +122,7 @@ func New(cfg Config) (*Client, error) {
 		cancel:  cancel,
 		now:     time.Now,
 	}
+	c.dialer.NetDialContext = (&net.Dialer{}).DialContext
 	if cfg.Dialer != nil {
 		c.dialer.NetDialContext = cfg.Dialer.DialContext
 	}
@@ -230,7 +234,19 @@ func (c *Client) dial() (*clientConn, error) {
 	if c.cfg.Token != "" {
 		hdr.Set("Authorization", "Bearer "+c.cfg.Token)
 	}
-	ws, resp, err := c.dialer.DialContext(ctx, c.cfg.ManagerURL, hdr)
+	// Each session's connection is wrapped (below TLS) so that its writer
+	// can send queued frames together.
+	var held *batchconn.Conn
+	d := *c.dialer
+	d.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := c.dialer.NetDialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		held = batchconn.New(nc)
+		return held, nil
+	}
+	ws, resp, err := d.DialContext(ctx, c.cfg.ManagerURL, hdr)
 	if resp != nil && resp.Body != nil {
 		_ = resp.Body.Close()
 	}
@@ -271,7 +287,7 @@ func (c *Client) dial() (*clientConn, error) {
 	}
 	_ = ws.SetReadDeadline(time.Time{})
 	_ = ws.SetWriteDeadline(time.Time{})
-	return &clientConn{ws: ws, out: make(chan []byte, 1024), done: make(chan struct{})}, nil
+	return &clientConn{ws: ws, held: held, out: make(chan []byte, 1024), done: make(chan struct{})}, nil
 }
 
 // serve runs one session: it publishes the connection, runs the writer and
@@ -320,13 +336,24 @@ func (c *Client) writeLoop(conn *clientConn) {
 		case <-conn.done:
 			return
 		case frame := <-conn.out:
-			_ = conn.ws.SetWriteDeadline(time.Now().Add(c.cfg.RequestTimeout))
-			if err := conn.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
+			if err := c.writeBatch(conn, frame); err != nil {
 				conn.close()
 				return
 			}
 		}
 	}
+}
+
+// maxBatch bounds the messages the writer sends with one system call.
+const maxBatch = 64
+
+// writeBatch writes first and whatever else is already queued (up to
+// maxBatch frames), sent together (batchconn.WriteQueued).
+func (c *Client) writeBatch(conn *clientConn, first []byte) error {
+	_ = conn.ws.SetWriteDeadline(time.Now().Add(c.cfg.RequestTimeout))
+	return batchconn.WriteQueued(conn.held, conn.out, first, maxBatch, func(frame []byte) error {
+		return conn.ws.WriteMessage(websocket.TextMessage, frame)
+	})
 }
 
 func (c *Client) readLoop(conn *clientConn) error {

@@ -1,10 +1,12 @@
 package txmanager
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
 
+	"github.com/golcn/golcn/internal/batchconn"
 	"github.com/golcn/golcn/internal/failpoint"
 	"github.com/golcn/golcn/internal/wire"
 )
@@ -40,6 +43,7 @@ var upgrader = websocket.Upgrader{
 type session struct {
 	srv      *Server
 	conn     *websocket.Conn
+	held     *batchconn.Conn // conn's network connection: the writer holds a batch of frames in it
 	service  string
 	instance string
 	// id is the session's identity in the core and the store:
@@ -75,13 +79,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUpgradeRequired, "this endpoint is the client websocket: send a websocket upgrade")
 		return
 	}
-	conn, err := upgrader.Upgrade(w, r, nil)
+	hw := &hijackWriter{ResponseWriter: w}
+	conn, err := upgrader.Upgrade(hw, r, nil)
 	if err != nil {
 		s.log.Info("websocket upgrade refused", "remote", r.RemoteAddr, "err", err)
 		return
 	}
 	conn.SetReadLimit(wire.MaxFrame)
-	sess, err := s.handshake(conn, who)
+	sess, err := s.handshake(conn, hw.held, who)
 	if err != nil {
 		s.log.Info("handshake failed", "remote", r.RemoteAddr, "err", err)
 		_ = conn.WriteControl(websocket.CloseMessage,
@@ -96,7 +101,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 
 // handshake reads the hello, registers the session (replacing an older one of
 // the same instance) and answers it.
-func (s *Server) handshake(conn *websocket.Conn, who principal) (*session, error) {
+func (s *Server) handshake(conn *websocket.Conn, held *batchconn.Conn, who principal) (*session, error) {
 	_ = conn.SetReadDeadline(time.Now().Add(helloTimeout))
 	_, frame, err := conn.ReadMessage()
 	if err != nil {
@@ -114,7 +119,7 @@ func (s *Server) handshake(conn *websocket.Conn, who principal) (*session, error
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	sess := &session{
-		srv: s, conn: conn, service: m.Service, instance: m.Instance, id: m.Service + "/" + m.Instance,
+		srv: s, conn: conn, held: held, service: m.Service, instance: m.Instance, id: m.Service + "/" + m.Instance,
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.MessageRate), s.cfg.MessageBurst),
 		log:     s.log.With("service", m.Service, "instance", m.Instance),
 		out:     make(chan outItem, 1024),
@@ -252,17 +257,7 @@ func (ss *session) writeLoop() {
 			_ = ss.conn.WriteControl(websocket.CloseMessage, ss.closeMsg, time.Now().Add(time.Second))
 			return
 		case it := <-ss.out:
-			if it.flushed != nil {
-				close(it.flushed)
-				continue
-			}
-			frame, err := wire.Encode(it.m)
-			if err != nil {
-				ss.log.Error("encode", "err", err)
-				continue
-			}
-			_ = ss.conn.SetWriteDeadline(time.Now().Add(writeWait))
-			if err := ss.conn.WriteMessage(websocket.TextMessage, frame); err != nil {
+			if err := ss.writeBatch(it); err != nil {
 				ss.close("write failed: " + err.Error())
 				return
 			}
@@ -273,6 +268,54 @@ func (ss *session) writeLoop() {
 			}
 		}
 	}
+}
+
+// maxBatch bounds the messages the writer sends with one system call.
+const maxBatch = 64
+
+// writeBatch writes first and whatever else is already queued (up to
+// maxBatch items) as one frame each, sent together (batchconn.WriteQueued).
+// A flush barrier among them is closed once the frames before it are sent.
+func (ss *session) writeBatch(first outItem) error {
+	var barriers []chan struct{}
+	_ = ss.conn.SetWriteDeadline(time.Now().Add(writeWait))
+	err := batchconn.WriteQueued(ss.held, ss.out, first, maxBatch, func(it outItem) error {
+		if it.flushed != nil {
+			barriers = append(barriers, it.flushed)
+			return nil
+		}
+		frame, err := wire.Encode(it.m)
+		if err != nil {
+			ss.log.Error("encode", "err", err)
+			return nil
+		}
+		return ss.conn.WriteMessage(websocket.TextMessage, frame)
+	})
+	if err != nil {
+		return err
+	}
+	for _, b := range barriers {
+		close(b)
+	}
+	return nil
+}
+
+// hijackWriter hands the websocket upgrader the request's connection
+// wrapped in a batchconn.Conn (held, once hijacked).
+type hijackWriter struct {
+	http.ResponseWriter
+	held *batchconn.Conn
+}
+
+// Hijack implements http.Hijacker through http.ResponseController, so a
+// ResponseWriter wrapped by middleware that unwraps still hijacks.
+func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	h.held = batchconn.New(nc)
+	return h.held, brw, nil
 }
 
 func (ss *session) readLoop() {

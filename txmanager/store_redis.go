@@ -94,7 +94,8 @@ import (
 // it becomes a correct entry when the group is decided, at its deadline at
 // the latest.
 //
-// A transition that makes the group terminal is followed by ZREM undone.
+// A transition that makes the group terminal is followed by ZREM undone
+// (on one server, the branch-done script removes the entry itself).
 // Stale entries are cleaned by the readers: Expired drops entries whose group
 // is not open (and re-scores one whose deadline is later than its score);
 // Undone drops entries whose group is terminal or gone.
@@ -538,12 +539,16 @@ func (s *RedisStore) Apply(ctx context.Context, t Transition) (*Group, error) {
 		}
 	case lost && s.ordered:
 		res, err = s.pipelined(ctx, func(p redis.Pipeliner, eval bool) ([]redis.Cmder, *redis.Cmd) {
-			return []redis.Cmder{p.ZAddNX(ctx, s.openMarks, openMark)}, runScript(ctx, p, script, eval, keys, args)
+			return []redis.Cmder{p.ZAddNX(ctx, s.openMarks, openMark)}, runScript(ctx, p, script, eval, append(keys, s.undone), args)
 		})
 	case lost:
 		if err = s.c.ZAddNX(ctx, s.openMarks, openMark).Err(); err == nil {
 			res, err = script.Run(ctx, s.c, keys, args...).Result()
 		}
+	case t.Kind == TransBranchDone && s.ordered:
+		// One server: the script takes the group out of undone when it
+		// makes it terminal, saving a round trip.
+		res, err = script.Run(ctx, s.c, append(keys, s.undone), args...).Result()
 	default:
 		res, err = script.Run(ctx, s.c, keys, args...).Result()
 	}
@@ -568,7 +573,7 @@ func (s *RedisStore) Apply(ctx context.Context, t Transition) (*Group, error) {
 	if t.Kind == TransDecide && !s.ordered && g.State.Decided() {
 		pipe.ZRem(bg, s.deadlines, t.Group)
 	}
-	if g.State.Terminal() {
+	if g.State.Terminal() && !(t.Kind == TransBranchDone && s.ordered) {
 		pipe.ZRem(bg, s.undone, t.Group)
 	}
 	if stuckMS != 0 {

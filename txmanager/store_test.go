@@ -946,6 +946,14 @@ func TestRedisStoreTTL(t *testing.T) {
 		if inIndex(s.deadlines, "g") || inIndex(s.undone, "g") {
 			t.Errorf("ordered=%v: terminal group still indexed", ordered)
 		}
+		// A branch LOST in phase 2 finishes its group too.
+		mustCreate(t, s, newTestGroup("l"))
+		mustApply(t, s, tJoinTo("l", "b1"))
+		mustApply(t, s, Transition{Kind: TransDecide, Group: "l", GroupTo: GroupRollingBack, AtMS: t0})
+		mustApply(t, s, Transition{Kind: TransBranchDone, Group: "l", BranchID: "b1", BranchTo: BranchLost, AtMS: t0 + 1, Reason: "gone"})
+		if inIndex(s.deadlines, "l") || inIndex(s.undone, "l") {
+			t.Errorf("ordered=%v: group finished by a LOST branch still indexed", ordered)
+		}
 		// A group that is terminal as it is decided gets it too.
 		mustCreate(t, s, newTestGroup("h"))
 		mustApply(t, s, Transition{Kind: TransDecide, Group: "h", GroupTo: GroupCommitting, AtMS: t0})

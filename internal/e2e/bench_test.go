@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -156,6 +157,7 @@ func BenchmarkCoordinator(b *testing.B) {
 						}
 						return waitHeld(ctx, held, true)
 					}
+					cpu0, rcpu0 := processCPU(b), redisCPU(b, c.m.redis)
 					b.ResetTimer()
 					start := time.Now()
 					err := runPool(b.N, conc, round)
@@ -165,6 +167,11 @@ func BenchmarkCoordinator(b *testing.B) {
 						b.Fatal(err)
 					}
 					b.ReportMetric(float64(b.N)/elapsed.Seconds(), "groups/s")
+					// CPU per group: what bounds groups/s once the cores are busy.
+					b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/group")
+					if c.m.redis != nil {
+						b.ReportMetric(float64((redisCPU(b, c.m.redis)-rcpu0).Microseconds())/float64(b.N), "redis-cpu-µs/group")
+					}
 				})
 			}
 		})
@@ -231,6 +238,42 @@ func BenchmarkCoordinatorInFlight10k(b *testing.B) {
 }
 
 // measureMem returns HeapInuse after a GC, VmRSS, and Redis's used_memory.
+// processCPU is the CPU time (user and system) this process has used: the
+// TxManager and the three clients.
+func processCPU(b *testing.B) time.Duration {
+	b.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// redisCPU is the CPU time (user and system, main thread and children)
+// the Redis server behind rc has used, or 0 when rc is nil.
+func redisCPU(b *testing.B, rc *redis.Client) time.Duration {
+	b.Helper()
+	if rc == nil {
+		return 0
+	}
+	info, err := rc.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sec float64
+	for line := range strings.Lines(info) {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && strings.HasPrefix(k, "used_cpu_") && !strings.Contains(k, "main_thread") {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatalf("redis INFO cpu %s: %v", k, err)
+			}
+			sec += f
+		}
+	}
+	return time.Duration(sec * float64(time.Second))
+}
+
 func measureMem(b *testing.B, rc *redis.Client) (heap, rss, redisUsed uint64) {
 	b.Helper()
 	runtime.GC()

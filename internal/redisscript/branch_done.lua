@@ -1,6 +1,7 @@
 -- branch-done: record branch ARGV[4]'s phase-2 outcome ARGV[5] (COMMITTED,
 -- ROLLED_BACK or LOST) in the decided group KEYS[1]; the last one makes the
--- group terminal.
+-- group terminal. On a single server the caller may pass the undone index
+-- as KEYS[4]: a group this makes terminal then leaves it in the same step.
 local r = load(KEYS[1])
 if not r then return {'G'} end
 local st = stale(r)
@@ -28,4 +29,8 @@ if to == B_LOST then
   if a == '' then set(r, 'a', s) else set(r, 'a', a .. '; ' .. s) end
 end
 gs = finish_if_done(r, gs, ARGV[2])
-return save(KEYS[1], r, ARGV[1], gs)
+local reply = save(KEYS[1], r, ARGV[1], gs)
+if KEYS[4] and terminal(gs) then
+  redis.call('ZREM', KEYS[4], unpack_fields(get(r, 'h') or '')[1] or '')
+end
+return reply

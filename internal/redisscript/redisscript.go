@@ -47,7 +47,10 @@
 // # Arguments
 //
 // The four transition scripts take KEYS[1] the record, KEYS[2] the
-// timeline, KEYS[3] the markers, and one ARGV layout:
+// timeline, KEYS[3] the markers (branch-done also an optional KEYS[4], the
+// undone index, which a group it makes terminal leaves: only on a single
+// server, where a script may touch keys outside the group's slot), and one
+// ARGV layout:
 //
 //	ARGV[1] retention of a terminal group, in milliseconds (PEXPIRE)
 //	ARGV[2] the transition's time, unix ms, decimal
