@@ -344,14 +344,11 @@ func (c *Client) writeLoop(conn *clientConn) {
 	}
 }
 
-// maxBatch bounds the messages the writer sends with one system call.
-const maxBatch = 64
-
 // writeBatch writes first and whatever else is already queued (up to
-// maxBatch frames), sent together (batchconn.WriteQueued).
+// batchconn.MaxBatch frames), sent together (batchconn.WriteQueued).
 func (c *Client) writeBatch(conn *clientConn, first []byte) error {
 	_ = conn.ws.SetWriteDeadline(time.Now().Add(c.cfg.RequestTimeout))
-	return batchconn.WriteQueued(conn.held, conn.out, first, maxBatch, func(frame []byte) error {
+	return batchconn.WriteQueued(conn.held, conn.out, first, batchconn.MaxBatch, func(frame []byte) error {
 		return conn.ws.WriteMessage(websocket.TextMessage, frame)
 	})
 }

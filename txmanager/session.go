@@ -270,16 +270,14 @@ func (ss *session) writeLoop() {
 	}
 }
 
-// maxBatch bounds the messages the writer sends with one system call.
-const maxBatch = 64
-
 // writeBatch writes first and whatever else is already queued (up to
-// maxBatch items) as one frame each, sent together (batchconn.WriteQueued).
-// A flush barrier among them is closed once the frames before it are sent.
+// batchconn.MaxBatch items) as one frame each, sent together
+// (batchconn.WriteQueued). A flush barrier among them is closed once the
+// frames before it are sent.
 func (ss *session) writeBatch(first outItem) error {
 	var barriers []chan struct{}
 	_ = ss.conn.SetWriteDeadline(time.Now().Add(writeWait))
-	err := batchconn.WriteQueued(ss.held, ss.out, first, maxBatch, func(it outItem) error {
+	err := batchconn.WriteQueued(ss.held, ss.out, first, batchconn.MaxBatch, func(it outItem) error {
 		if it.flushed != nil {
 			barriers = append(barriers, it.flushed)
 			return nil

@@ -526,6 +526,12 @@ func (s *RedisStore) Apply(ctx context.Context, t Transition) (*Group, error) {
 	}
 	args = append(args, ev, MaxEvents, ifVersion, t.BranchReason, ev2)
 
+	// On one server the branch-done script takes a group it makes terminal
+	// out of undone itself (KEYS[4]), saving a round trip.
+	unindexedByScript := t.Kind == TransBranchDone && s.ordered
+	if unindexedByScript {
+		keys = append(keys, s.undone)
+	}
 	var res any
 	lost := t.Kind == TransBranchDone && t.BranchTo == BranchLost
 	// The marker a LOST branch gets is indexed first (invariant D).
@@ -539,16 +545,12 @@ func (s *RedisStore) Apply(ctx context.Context, t Transition) (*Group, error) {
 		}
 	case lost && s.ordered:
 		res, err = s.pipelined(ctx, func(p redis.Pipeliner, eval bool) ([]redis.Cmder, *redis.Cmd) {
-			return []redis.Cmder{p.ZAddNX(ctx, s.openMarks, openMark)}, runScript(ctx, p, script, eval, append(keys, s.undone), args)
+			return []redis.Cmder{p.ZAddNX(ctx, s.openMarks, openMark)}, runScript(ctx, p, script, eval, keys, args)
 		})
 	case lost:
 		if err = s.c.ZAddNX(ctx, s.openMarks, openMark).Err(); err == nil {
 			res, err = script.Run(ctx, s.c, keys, args...).Result()
 		}
-	case t.Kind == TransBranchDone && s.ordered:
-		// One server: the script takes the group out of undone when it
-		// makes it terminal, saving a round trip.
-		res, err = script.Run(ctx, s.c, append(keys, s.undone), args...).Result()
 	default:
 		res, err = script.Run(ctx, s.c, keys, args...).Result()
 	}
@@ -573,7 +575,7 @@ func (s *RedisStore) Apply(ctx context.Context, t Transition) (*Group, error) {
 	if t.Kind == TransDecide && !s.ordered && g.State.Decided() {
 		pipe.ZRem(bg, s.deadlines, t.Group)
 	}
-	if g.State.Terminal() && !(t.Kind == TransBranchDone && s.ordered) {
+	if g.State.Terminal() && !unindexedByScript {
 		pipe.ZRem(bg, s.undone, t.Group)
 	}
 	if stuckMS != 0 {

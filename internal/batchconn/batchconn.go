@@ -15,6 +15,11 @@ import (
 	"sync"
 )
 
+// MaxBatch is the number of queued messages a session writer sends with one
+// WriteQueued: enough to empty a busy queue in a few writes, few enough
+// that one batch does not hold the write deadline for long.
+const MaxBatch = 64
+
 // maxHeld bounds the bytes a Conn holds: a write that would exceed it
 // first sends what is held.
 const maxHeld = 256 << 10
